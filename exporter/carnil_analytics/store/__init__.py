@@ -1,0 +1,1 @@
+"""The SQL store, the system of record: schema, transactions, ingest and read queries."""

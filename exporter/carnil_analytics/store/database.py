@@ -1,0 +1,126 @@
+"""The connection to the SQL store: engine set-up, transactions, and schema migrations.
+
+SQLite runs in WAL mode, so readers never wait for the writer. Every write transaction starts
+with ``BEGIN IMMEDIATE``, which takes SQLite's write lock up front: a check-then-write inside it
+cannot be interleaved with another writer, in this process or any other sharing the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import StaticPool
+
+from ..config import DatabaseSettings
+from ..errors import StorageUnavailable
+from .schema import metadata, schema_version
+
+log = logging.getLogger(__name__)
+
+_WRITE = "carnil_write"
+
+
+class Database:
+    """The store's engine, with read and write transactions."""
+
+    def __init__(self, settings: DatabaseSettings):
+        url = make_url(settings.url.get_secret_value())
+        self.dialect = url.get_backend_name()
+        self.engine = _sqlite_engine(url, settings) if self.dialect == "sqlite" \
+            else create_engine(url, pool_pre_ping=True)
+        try:
+            migrate(self)
+        except OperationalError as exc:
+            raise StorageUnavailable(f"cannot open the store: {exc.orig}") from None
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction holding the store's write lock; committed when the block ends."""
+        with _storage_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction: one consistent snapshot of the store."""
+        with _storage_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Database trouble (locked too long, disk full, read-only file) as ``StorageUnavailable``."""
+    try:
+        yield
+    except OperationalError as exc:
+        log.warning("store unavailable: %s", exc.orig)
+        raise StorageUnavailable(f"the store is unavailable: {exc.orig}") from None
+
+
+def _sqlite_engine(url: URL, settings: DatabaseSettings) -> Engine:
+    in_memory = url.database in (None, "", ":memory:")
+    if in_memory:
+        # One shared connection, or every connection would see its own empty database.
+        engine = create_engine(url, poolclass=StaticPool,
+                               connect_args={"check_same_thread": False})
+    else:
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, pool_size=8, max_overflow=16)
+    busy_ms = int(settings.busy_timeout_seconds * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record):
+        # Let SQLAlchemy's "begin" event issue BEGIN itself instead of pysqlite's implicit one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={settings.synchronous.upper()}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE)
+                             else "BEGIN")
+
+    return engine
+
+
+def _create_v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# Each entry brings the schema from version i to i + 1; append, never edit a released one.
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1]
+
+
+def migrate(db: Database) -> int:
+    """Bring the schema up to date in one transaction; returns the version."""
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+            if current > len(MIGRATIONS):
+                raise StorageUnavailable(
+                    f"the store has schema version {current}, newer than this release "
+                    f"understands ({len(MIGRATIONS)}); upgrade carnil-analytics")
+            for version in range(current, len(MIGRATIONS)):
+                log.info("migrating store schema to version %d", version + 1)
+                MIGRATIONS[version](conn)
+            if current == 0:
+                conn.execute(insert(schema_version).values(version=len(MIGRATIONS)))
+            elif current < len(MIGRATIONS):
+                conn.execute(update(schema_version).values(version=len(MIGRATIONS)))
+    return len(MIGRATIONS)

@@ -1,0 +1,194 @@
+"""The ingest transaction: record events with their rollups, totals, limit and credit counters.
+
+One call records a whole batch in the caller's write transaction, all or nothing. Statements
+are grouped (one insert of all events, one upsert per rollup row touched), so a batch of a
+thousand events costs a handful of statements, not thousands.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..errors import IdempotencyConflict, InsufficientCredits, UsageLimitExceeded
+from ..models import AI_COST_METER, AI_TOKENS_METER
+from ..money import from_nanos
+from .meters import MeterState, load_meters, save_meters
+from .schema import events, rollups_hour, rollups_minute, totals
+
+MINUTE_US = 60_000_000
+HOUR_US = 3_600_000_000
+_SUMMED = ("events", "quantity", "input_tokens", "output_tokens", "cached_tokens", "cost_nanos")
+
+
+@dataclass(frozen=True)
+class Recordable:
+    """An event validated and priced, ready to be written."""
+
+    kind: str  # "usage" | "ai_usage"
+    customer_id: str
+    subject: str
+    ts_us: int
+    quantity: float  # usage, or tokens
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_nanos: int
+    event_id: str | None
+    fingerprint: str | None
+    metadata_json: str | None
+
+    def meter_usage(self) -> list[tuple[str, float]]:
+        """What this event adds to each of its customer's meters."""
+        if self.kind == "usage":
+            return [(self.subject, self.quantity)]
+        return [(AI_TOKENS_METER, self.quantity), (AI_COST_METER, from_nanos(self.cost_nanos))]
+
+    def sums(self) -> tuple:
+        return (1, self.quantity, self.input_tokens, self.output_tokens, self.cached_tokens,
+                self.cost_nanos)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Which events of a batch were new, and which were replays of recorded ones."""
+
+    duplicate: list[bool]
+
+    @property
+    def accepted(self) -> int:
+        return self.duplicate.count(False)
+
+    @property
+    def duplicates(self) -> int:
+        return self.duplicate.count(True)
+
+
+class BatchError(Exception):
+    """An event of a batch was refused; carries its index and the domain error."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(str(error))
+        self.index, self.error = index, error
+
+
+def record(conn: Connection, batch: list[Recordable], now: datetime, recorded_us: int,
+           enforce: bool) -> Recorded:
+    """Record ``batch`` in ``conn``'s write transaction (the caller commits or rolls back).
+
+    Raises ``BatchError`` wrapping ``IdempotencyConflict``, ``UsageLimitExceeded`` or
+    ``InsufficientCredits`` for the first event that cannot be recorded.
+    """
+    duplicate = _find_replays(conn, batch)
+    fresh = [event for event, dup in zip(batch, duplicate, strict=True) if not dup]
+    if fresh:
+        keys = {(e.customer_id, feature) for e in fresh for feature, _ in e.meter_usage()}
+        states = load_meters(conn, keys, now, for_update=True)
+        _count_against_meters(batch, duplicate, states, enforce)
+        save_meters(conn, list(states.values()))
+        _write(conn, fresh, recorded_us)
+    return Recorded(duplicate)
+
+
+def _find_replays(conn: Connection, batch: list[Recordable]) -> list[bool]:
+    """Mark events whose id is already recorded (or repeated earlier in the batch)."""
+    wanted = defaultdict(set)
+    for event in batch:
+        if event.event_id is not None:
+            wanted[event.customer_id].add(event.event_id)
+    seen: dict[tuple[str, str], str] = {}
+    for customer_id, ids in wanted.items():
+        rows = conn.execute(
+            select(events.c.event_id, events.c.fingerprint).where(
+                events.c.customer_id == customer_id, events.c.event_id.in_(list(ids))))
+        seen.update({(customer_id, event_id): fp for event_id, fp in rows})
+    duplicate = []
+    for index, event in enumerate(batch):
+        key = (event.customer_id, event.event_id)
+        if event.event_id is None or key not in seen:
+            duplicate.append(False)
+            if event.event_id is not None:
+                seen[key] = event.fingerprint
+        elif seen[key] == event.fingerprint:
+            duplicate.append(True)
+        else:
+            raise BatchError(index, IdempotencyConflict(event.customer_id, event.event_id))
+    return duplicate
+
+
+def _count_against_meters(batch: list[Recordable], duplicate: list[bool],
+                          states: dict[tuple[str, str], MeterState], enforce: bool) -> None:
+    """Add each new event to its meters' period usage and debit their credits, in order."""
+    for index, event in enumerate(batch):
+        if duplicate[index]:
+            continue
+        for feature_id, amount in event.meter_usage():
+            state = states.get((event.customer_id, feature_id))
+            if state is None:
+                continue
+            counts = state.has_limit and state.in_period(event.ts_us)
+            if enforce and counts and state.period_usage + amount > state.limit_value:
+                raise BatchError(index, UsageLimitExceeded(
+                    event.customer_id, feature_id, state.limit_value, state.period_usage, amount))
+            if enforce and state.credit_metered and state.credit_balance < amount:
+                raise BatchError(index, InsufficientCredits(
+                    event.customer_id, feature_id, state.credit_balance, amount))
+            if counts:
+                state.period_usage += amount
+                state.changed = True
+            if state.credit_metered:
+                state.credit_balance -= amount
+                state.changed = True
+
+
+def _write(conn: Connection, fresh: list[Recordable], recorded_us: int) -> None:
+    conn.execute(insert(events), [
+        {"kind": e.kind, "customer_id": e.customer_id, "subject": e.subject, "ts_us": e.ts_us,
+         "recorded_us": recorded_us, "quantity": e.quantity, "input_tokens": e.input_tokens,
+         "output_tokens": e.output_tokens, "cached_tokens": e.cached_tokens,
+         "cost_nanos": e.cost_nanos, "event_id": e.event_id, "fingerprint": e.fingerprint,
+         "metadata": e.metadata_json} for e in fresh])
+    for table, width in ((rollups_minute, MINUTE_US), (rollups_hour, HOUR_US)):
+        buckets = _sum_by(fresh, lambda e, w=width: (e.customer_id, e.ts_us - e.ts_us % w,
+                                                     e.kind, e.subject))
+        conn.execute(_upsert(conn, table, ("customer_id", "bucket_us", "kind", "subject")), [
+            {"customer_id": c, "bucket_us": b, "kind": k, "subject": s, **sums}
+            for (c, b, k, s), sums in buckets.items()])
+    lifetime = _sum_by(fresh, lambda e: (e.customer_id, e.kind, e.subject))
+    conn.execute(_upsert(conn, totals, ("customer_id", "kind", "subject")), [
+        {"customer_id": c, "kind": k, "subject": s, "first_recorded_us": recorded_us, **sums}
+        for (c, k, s), sums in lifetime.items()])
+
+
+def _sum_by(batch: list[Recordable], key) -> dict[tuple, dict[str, float | int]]:
+    sums: dict[tuple, list] = {}
+    for event in batch:
+        row = sums.get(key(event))
+        if row is None:
+            sums[key(event)] = list(event.sums())
+        else:
+            for i, value in enumerate(event.sums()):
+                row[i] += value
+    return {k: dict(zip(_SUMMED, v, strict=True)) for k, v in sums.items()}
+
+
+_UPSERTS: dict[tuple[str, str], object] = {}
+
+
+def _upsert(conn: Connection, table: Table, key: tuple[str, ...]):
+    """INSERT … ON CONFLICT DO UPDATE that adds the summed columns to an existing row."""
+    dialect = conn.dialect.name
+    cached = _UPSERTS.get((dialect, table.name))
+    if cached is None:
+        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = builder(table)
+        cached = statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={name: table.c[name] + statement.excluded[name] for name in _SUMMED})
+        _UPSERTS[(dialect, table.name)] = cached
+    return cached
+

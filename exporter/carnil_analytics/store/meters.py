@@ -1,0 +1,211 @@
+"""The limit and credit state of meters: loading, rollover, limits and the credit ledger.
+
+A meter is a customer's feature, or one of its built-in ``ai_tokens``/``ai_cost`` meters. Its
+row holds the usage of the current limit period as a running counter, so a check reads one row.
+When the period has ended the counter is rebuilt from the raw events of the new period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+
+from ..models import AI_COST_METER, AI_TOKENS_METER, UsageLimit, from_micros, to_micros
+from ..money import from_nanos
+from ..periods import LimitPeriod, Window, limit_window
+from .schema import credit_ledger, events, meters
+
+
+@dataclass
+class MeterState:
+    """One meter's row, as the current transaction sees it."""
+
+    customer_id: str
+    feature_id: str
+    limit_value: float | None
+    period: str | None
+    reset_anchor_us: int | None
+    period_start_us: int | None
+    period_end_us: int | None
+    period_usage: float
+    credit_metered: bool
+    credit_balance: float
+    changed: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.customer_id, self.feature_id
+
+    @property
+    def has_limit(self) -> bool:
+        return self.limit_value is not None
+
+    def window(self, now: datetime) -> Window:
+        anchor = None if self.reset_anchor_us is None else from_micros(self.reset_anchor_us)
+        return limit_window(LimitPeriod(self.period), now, anchor)
+
+    def roll_over(self, conn: Connection, now: datetime) -> None:
+        """Move the counter to the period containing ``now``, if that period has changed."""
+        if not self.has_limit:
+            return
+        window = self.window(now)
+        start_us, end_us = to_micros(window.start), to_micros(window.end)
+        if (start_us, end_us) != (self.period_start_us, self.period_end_us):
+            self.period_start_us, self.period_end_us = start_us, end_us
+            self.period_usage = meter_usage_between(conn, self.customer_id, self.feature_id,
+                                                    start_us, end_us)
+            self.changed = True
+
+    def in_period(self, ts_us: int) -> bool:
+        return self.period_start_us <= ts_us < self.period_end_us
+
+    def as_limit(self) -> UsageLimit:
+        return UsageLimit(self.feature_id, self.limit_value, LimitPeriod(self.period),
+                          from_micros(self.period_end_us))
+
+
+_MUTABLE = ("limit_value", "period", "reset_anchor_us", "period_start_us", "period_end_us",
+            "period_usage", "credit_metered", "credit_balance")
+
+
+def load_meters(conn: Connection, keys: set[tuple[str, str]], now: datetime,
+                for_update: bool = False) -> dict[tuple[str, str], MeterState]:
+    """The meters among ``keys`` that have a row, rolled over to the period of ``now``."""
+    if not keys:
+        return {}
+    query = select(meters)
+    if len(keys) == 1:
+        ((customer_id, feature_id),) = keys
+        query = query.where(meters.c.customer_id == customer_id,
+                            meters.c.feature_id == feature_id)
+    else:
+        query = query.where(tuple_(meters.c.customer_id, meters.c.feature_id).in_(list(keys)))
+    if for_update:
+        query = query.with_for_update()
+    found = {}
+    for row in conn.execute(query).mappings():
+        state = MeterState(**row)
+        state.roll_over(conn, now)
+        found[state.key] = state
+    return found
+
+
+def load_meter(conn: Connection, customer_id: str, feature_id: str, now: datetime,
+               for_update: bool = False) -> MeterState | None:
+    return load_meters(conn, {(customer_id, feature_id)}, now, for_update).get(
+        (customer_id, feature_id))
+
+
+def save_meters(conn: Connection, states: list[MeterState]) -> None:
+    """Write back the meters whose state changed in this transaction."""
+    changed = [s for s in states if s.changed]
+    if not changed:
+        return
+    conn.execute(
+        update(meters).where(meters.c.customer_id == bindparam("b_customer"),
+                             meters.c.feature_id == bindparam("b_feature")),
+        [{"b_customer": s.customer_id, "b_feature": s.feature_id,
+          **{name: getattr(s, name) for name in _MUTABLE}} for s in changed])
+
+
+@dataclass(frozen=True)
+class MeterSource:
+    """Where a meter's usage lives in the events and rollup tables (they share column names)."""
+
+    kind: str
+    subject: str | None  # None: every subject of the kind (the AI meters sum all models)
+    column: str  # "quantity", or "cost_nanos" for the ai_cost meter
+
+    @classmethod
+    def of(cls, feature_id: str) -> MeterSource:
+        if feature_id == AI_COST_METER:
+            return cls("ai_usage", None, "cost_nanos")
+        if feature_id == AI_TOKENS_METER:
+            return cls("ai_usage", None, "quantity")
+        return cls("usage", feature_id, "quantity")
+
+    def where(self, table, customer_id: str) -> list:
+        clauses = [table.c.customer_id == customer_id, table.c.kind == self.kind]
+        if self.subject is not None:
+            clauses.append(table.c.subject == self.subject)
+        return clauses
+
+    def amount(self, total: float | int | None) -> float:
+        """A summed column as the meter's quantity (nano-units become currency)."""
+        total = total or 0
+        return from_nanos(int(total)) if self.column == "cost_nanos" else float(total)
+
+
+def meter_usage_between(conn: Connection, customer_id: str, feature_id: str,
+                        start_us: int, end_us: int) -> float:
+    """A meter's usage from the raw events dated in [start, end)."""
+    source = MeterSource.of(feature_id)
+    total = conn.execute(select(func.sum(events.c[source.column])).where(
+        *source.where(events, customer_id),
+        events.c.ts_us >= start_us, events.c.ts_us < end_us)).scalar()
+    return source.amount(total)
+
+
+def set_limit(conn: Connection, customer_id: str, limit: UsageLimit, now: datetime) -> MeterState:
+    """Create or replace a meter's limit; usage already in the current period counts."""
+    state = load_meter(conn, customer_id, limit.feature_id, now, for_update=True)
+    if state is None:
+        state = MeterState(customer_id, limit.feature_id, None, None, None, None, None, 0.0,
+                           False, 0.0)
+        conn.execute(insert(meters).values(
+            customer_id=customer_id, feature_id=limit.feature_id, period_usage=0.0,
+            credit_metered=False, credit_balance=0.0))
+    state.limit_value, state.period = limit.limit, limit.period.value
+    state.reset_anchor_us = None if limit.reset_at is None else to_micros(limit.reset_at)
+    state.period_start_us = state.period_end_us = None  # forces a recount for the new period
+    state.roll_over(conn, now)
+    save_meters(conn, [state])
+    return state
+
+
+def remove_limit(conn: Connection, customer_id: str, feature_id: str, now: datetime) -> bool:
+    """Drop a meter's limit; False when it had none."""
+    state = load_meter(conn, customer_id, feature_id, now, for_update=True)
+    if state is None or not state.has_limit:
+        return False
+    if not state.credit_metered:
+        conn.execute(delete(meters).where(and_(meters.c.customer_id == customer_id,
+                                               meters.c.feature_id == feature_id)))
+        return True
+    state.limit_value = state.period = state.reset_anchor_us = None
+    state.period_start_us = state.period_end_us = None
+    state.period_usage, state.changed = 0.0, True
+    save_meters(conn, [state])
+    return True
+
+
+def add_credits(conn: Connection, customer_id: str, feature_id: str, amount: float,
+                reason: str | None, now: datetime) -> float:
+    """Add ``amount`` (negative adjusts down) to a meter's balance and the ledger."""
+    state = load_meter(conn, customer_id, feature_id, now, for_update=True)
+    if state is None:
+        conn.execute(insert(meters).values(
+            customer_id=customer_id, feature_id=feature_id, period_usage=0.0,
+            credit_metered=True, credit_balance=amount))
+        balance = amount
+    else:
+        state.credit_metered, state.changed = True, True
+        state.credit_balance += amount
+        balance = state.credit_balance
+        save_meters(conn, [state])
+    conn.execute(insert(credit_ledger).values(
+        customer_id=customer_id, feature_id=feature_id, amount=amount, balance_after=balance,
+        reason=reason, created_us=to_micros(now)))
+    return balance

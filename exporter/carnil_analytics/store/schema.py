@@ -1,0 +1,124 @@
+"""The tables of the store (SQLAlchemy Core), the system of record.
+
+Times are integers of microseconds since the epoch (UTC); money is integers of nano-units;
+quantities are doubles (exact for whole numbers up to 2**53).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+ID = String(128)
+
+# One row per recorded event, in a strictly increasing sequence (never reused, even after
+# pruning) that the InfluxDB mirror follows. Kept for ``ingest.max_event_age_days``.
+events = Table(
+    "events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # "usage" | "ai_usage"
+    Column("customer_id", ID, nullable=False),
+    Column("subject", ID, nullable=False),  # feature_id or model_id
+    Column("ts_us", BigInteger, nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),
+    Column("quantity", Float, nullable=False),  # usage, or tokens
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("event_id", String(255)),
+    Column("fingerprint", String(64)),  # hash of the payload, to tell a replay from a conflict
+    Column("metadata", Text),  # JSON
+    UniqueConstraint("customer_id", "event_id", name="uq_events_customer_event_id"),
+    Index("ix_events_meter_ts", "customer_id", "kind", "subject", "ts_us"),
+    Index("ix_events_ts", "ts_us"),
+    sqlite_autoincrement=True,
+)
+
+
+def _rollup(name: str) -> Table:
+    """Sums of events per customer, kind, subject and time bucket."""
+    return Table(
+        name, metadata,
+        Column("customer_id", ID, nullable=False),
+        Column("bucket_us", BigInteger, nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("subject", ID, nullable=False),
+        Column("events", BigInteger, nullable=False),
+        Column("quantity", Float, nullable=False),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cached_tokens", BigInteger, nullable=False),
+        Column("cost_nanos", BigInteger, nullable=False),
+        # Bucket before kind and subject: reports scan one customer's time range.
+        PrimaryKeyConstraint("customer_id", "bucket_us", "kind", "subject"),
+    )
+
+
+rollups_minute = _rollup("rollups_minute")  # for rates; pruned after a few days
+rollups_hour = _rollup("rollups_hour")  # for reports; kept
+
+# Lifetime sums per customer and subject: the source of the Prometheus counters.
+totals = Table(
+    "totals", metadata,
+    Column("customer_id", ID, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("subject", ID, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("quantity", Float, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("first_recorded_us", BigInteger, nullable=False),  # stable "first seen" order
+    PrimaryKeyConstraint("customer_id", "kind", "subject"),
+)
+
+# The limit and credit state of a meter (a customer's feature, or its ai_tokens/ai_cost meter).
+# A row exists once a limit is set or credits are first granted.
+meters = Table(
+    "meters", metadata,
+    Column("customer_id", ID, nullable=False),
+    Column("feature_id", ID, nullable=False),
+    Column("limit_value", Float),  # null: no limit
+    Column("period", String(8)),  # daily | weekly | monthly
+    Column("reset_anchor_us", BigInteger),  # the reset_at the limit was set with, if any
+    Column("period_start_us", BigInteger),
+    Column("period_end_us", BigInteger),
+    Column("period_usage", Float, nullable=False, default=0.0),
+    Column("credit_metered", Boolean, nullable=False, default=False),
+    Column("credit_balance", Float, nullable=False, default=0.0),
+    PrimaryKeyConstraint("customer_id", "feature_id"),
+)
+
+# Every grant or adjustment of credits, with the balance it left.
+credit_ledger = Table(
+    "credit_ledger", metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", ID, nullable=False),
+    Column("feature_id", ID, nullable=False),
+    Column("amount", Float, nullable=False),
+    Column("balance_after", Float, nullable=False),
+    Column("reason", String(256)),
+    Column("created_us", BigInteger, nullable=False),
+    Index("ix_credit_ledger_meter", "customer_id", "feature_id", "entry_id"),
+)
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, nullable=False),
+)
