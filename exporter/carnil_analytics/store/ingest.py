@@ -11,13 +11,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, bindparam, insert, select, text
 
 from ..errors import IdempotencyConflict, InsufficientCredits, UsageLimitExceeded
 from ..models import AI_COST_METER, AI_TOKENS_METER
 from ..money import from_nanos
 from .meters import MeterState, load_meters, save_meters
+from .prepared import Prepared
 from .schema import events, rollups_hour, rollups_minute, totals
 
 MINUTE_US = 60_000_000
@@ -146,20 +146,20 @@ def _count_against_meters(batch: list[Recordable], duplicate: list[bool],
 
 
 def _write(conn: Connection, fresh: list[Recordable], recorded_us: int) -> None:
-    conn.execute(insert(events), [
+    _INSERT_EVENT.run_many(conn, [
         {"kind": e.kind, "customer_id": e.customer_id, "subject": e.subject, "ts_us": e.ts_us,
          "recorded_us": recorded_us, "quantity": e.quantity, "input_tokens": e.input_tokens,
          "output_tokens": e.output_tokens, "cached_tokens": e.cached_tokens,
          "cost_nanos": e.cost_nanos, "event_id": e.event_id, "fingerprint": e.fingerprint,
          "metadata": e.metadata_json} for e in fresh])
-    for table, width in ((rollups_minute, MINUTE_US), (rollups_hour, HOUR_US)):
+    for upsert, width in ((_UPSERT_MINUTE, MINUTE_US), (_UPSERT_HOUR, HOUR_US)):
         buckets = _sum_by(fresh, lambda e, w=width: (e.customer_id, e.ts_us - e.ts_us % w,
                                                      e.kind, e.subject))
-        conn.execute(_upsert(conn, table, ("customer_id", "bucket_us", "kind", "subject")), [
+        upsert.run_many(conn, [
             {"customer_id": c, "bucket_us": b, "kind": k, "subject": s, **sums}
             for (c, b, k, s), sums in buckets.items()])
     lifetime = _sum_by(fresh, lambda e: (e.customer_id, e.kind, e.subject))
-    conn.execute(_upsert(conn, totals, ("customer_id", "kind", "subject")), [
+    _UPSERT_TOTALS.run_many(conn, [
         {"customer_id": c, "kind": k, "subject": s, "first_recorded_us": recorded_us, **sums}
         for (c, k, s), sums in lifetime.items()])
 
@@ -176,19 +176,23 @@ def _sum_by(batch: list[Recordable], key) -> dict[tuple, dict[str, float | int]]
     return {k: dict(zip(_SUMMED, v, strict=True)) for k, v in sums.items()}
 
 
-_UPSERTS: dict[tuple[str, str], object] = {}
+def _upsert(table: Table, key: tuple[str, ...]) -> Prepared:
+    """INSERT … ON CONFLICT DO UPDATE that adds the summed columns to an existing row.
+
+    Written as text, in the form SQLite (3.24+) and PostgreSQL both accept, because
+    SQLAlchemy's ``on_conflict_do_update`` constructs cannot be compiled once and reused.
+    """
+    columns = [c.name for c in table.columns]
+    added = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in _SUMMED)
+    return Prepared(text(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(':' + c for c in columns)}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {added}"))
 
 
-def _upsert(conn: Connection, table: Table, key: tuple[str, ...]):
-    """INSERT … ON CONFLICT DO UPDATE that adds the summed columns to an existing row."""
-    dialect = conn.dialect.name
-    cached = _UPSERTS.get((dialect, table.name))
-    if cached is None:
-        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = builder(table)
-        cached = statement.on_conflict_do_update(
-            index_elements=list(key),
-            set_={name: table.c[name] + statement.excluded[name] for name in _SUMMED})
-        _UPSERTS[(dialect, table.name)] = cached
-    return cached
-
+_INSERT_EVENT = Prepared(insert(events).values(
+    {c.name: bindparam(c.name) for c in events.columns if c.name != "seq"}))
+_ROLLUP_KEY = ("customer_id", "bucket_us", "kind", "subject")
+_UPSERT_MINUTE = _upsert(rollups_minute, _ROLLUP_KEY)
+_UPSERT_HOUR = _upsert(rollups_hour, _ROLLUP_KEY)
+_UPSERT_TOTALS = _upsert(totals, ("customer_id", "kind", "subject"))

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from ..models import AI_COST_METER, AI_TOKENS_METER, UsageLimit, from_micros, to_micros
 from ..money import from_nanos
 from ..periods import LimitPeriod, Window, limit_window
+from .prepared import Prepared
 from .schema import credit_ledger, events, meters
 
 
@@ -43,6 +44,13 @@ class MeterState:
     credit_metered: bool
     credit_balance: float
     changed: bool = False
+
+    @classmethod
+    def from_row(cls, row) -> MeterState:
+        """From a row of ``select(meters)`` (its columns are in this class's field order)."""
+        state = cls(*row)
+        state.credit_metered = bool(state.credit_metered)  # the raw driver gives 0/1
+        return state
 
     @property
     def key(self) -> tuple[str, str]:
@@ -85,21 +93,26 @@ def load_meters(conn: Connection, keys: set[tuple[str, str]], now: datetime,
     """The meters among ``keys`` that have a row, rolled over to the period of ``now``."""
     if not keys:
         return {}
-    query = select(meters)
-    if len(keys) == 1:
+    if len(keys) == 1:  # the common case, run as a prepared statement
         ((customer_id, feature_id),) = keys
-        query = query.where(meters.c.customer_id == customer_id,
-                            meters.c.feature_id == feature_id)
+        query = _SELECT_ONE_FOR_UPDATE if for_update else _SELECT_ONE
+        rows = query.run(conn, {"b_customer": customer_id, "b_feature": feature_id})
     else:
-        query = query.where(tuple_(meters.c.customer_id, meters.c.feature_id).in_(list(keys)))
-    if for_update:
-        query = query.with_for_update()
+        query = select(meters).where(
+            tuple_(meters.c.customer_id, meters.c.feature_id).in_(list(keys)))
+        rows = conn.execute(query.with_for_update() if for_update else query).all()
     found = {}
-    for row in conn.execute(query).mappings():
-        state = MeterState(**row)
+    for row in rows:
+        state = MeterState.from_row(row)
         state.roll_over(conn, now)
         found[state.key] = state
     return found
+
+
+_ONE_METER = select(meters).where(meters.c.customer_id == bindparam("b_customer"),
+                                  meters.c.feature_id == bindparam("b_feature"))
+_SELECT_ONE = Prepared(_ONE_METER)
+_SELECT_ONE_FOR_UPDATE = Prepared(_ONE_METER.with_for_update())
 
 
 def load_meter(conn: Connection, customer_id: str, feature_id: str, now: datetime,
@@ -113,11 +126,15 @@ def save_meters(conn: Connection, states: list[MeterState]) -> None:
     changed = [s for s in states if s.changed]
     if not changed:
         return
-    conn.execute(
-        update(meters).where(meters.c.customer_id == bindparam("b_customer"),
-                             meters.c.feature_id == bindparam("b_feature")),
-        [{"b_customer": s.customer_id, "b_feature": s.feature_id,
-          **{name: getattr(s, name) for name in _MUTABLE}} for s in changed])
+    _UPDATE_METER.run_many(conn, [{"b_customer": s.customer_id, "b_feature": s.feature_id,
+                                    **{name: getattr(s, name) for name in _MUTABLE}}
+                                   for s in changed])
+
+
+_UPDATE_METER = Prepared(
+    update(meters).where(meters.c.customer_id == bindparam("b_customer"),
+                         meters.c.feature_id == bindparam("b_feature"))
+    .values({name: bindparam(name) for name in _MUTABLE}))
 
 
 @dataclass(frozen=True)
