@@ -90,7 +90,7 @@ class UsageTracker:
         event = parse(UsageEvent, _given(
             customer_id=customer_id, feature_id=feature_id, usage=usage, cost=cost,
             timestamp=timestamp, event_id=event_id, metadata=metadata))
-        return self._record([event], enforce).accepted == 1
+        return self._record([event], enforce, located=False).accepted == 1
 
     def track_ai_usage(self, customer_id: str, model_id: str, tokens: int | None = None,
                        cost: float | None = None, *, input_tokens: int | None = None,
@@ -102,7 +102,7 @@ class UsageTracker:
             customer_id=customer_id, model_id=model_id, tokens=tokens, cost=cost,
             input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens,
             timestamp=timestamp, event_id=event_id, metadata=metadata))
-        return self._record([event], enforce).accepted == 1
+        return self._record([event], enforce, located=False).accepted == 1
 
     def track_events(self, batch: Iterable[Mapping[str, Any] | Event], *,
                      enforce: bool = False) -> BatchResult:
@@ -122,22 +122,23 @@ class UsageTracker:
             except PydanticValidationError as exc:
                 raise ValidationError([FieldError(tuple(e["loc"]), e["msg"])
                                        for e in exc.errors()]).at_index(index) from None
-        result = self._record(parsed, enforce)
+        result = self._record(parsed, enforce, located=True)
         return BatchResult(accepted=result.accepted, duplicates=result.duplicates)
 
-    def _record(self, batch: list[Event], enforce: bool):
+    def _record(self, batch: list[Event], enforce: bool, located: bool):
+        """Prepare and record ``batch``; with ``located``, errors carry the event's index."""
         now = self._clock()
         prepared = []
         for index, event in enumerate(batch):
             try:
                 prepared.append(self._prepare(event, now))
             except ValidationError as exc:
-                raise (exc.at_index(index) if len(batch) > 1 else exc) from None
+                raise (exc.at_index(index) if located else exc) from None
         try:
             with self.db.writing() as conn:
                 result = record(conn, prepared, now, to_micros(now), enforce)
         except BatchError as exc:
-            exc.error.index = exc.index if len(batch) > 1 else None
+            exc.error.index = exc.index if located else None
             raise exc.error from None
         self._prune_if_due(now)
         return result
