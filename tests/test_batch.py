@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from helpers import assert_nothing_recorded
-
 from carnil_analytics import (
     AIUsageEvent,
     InsufficientCredits,
@@ -15,6 +13,7 @@ from carnil_analytics import (
     UsageLimitExceeded,
     ValidationError,
 )
+from helpers import assert_nothing_recorded
 
 
 def usage(customer="c1", feature="api", amount=1.0, **extra):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from helpers import count_rows
-
 from carnil_analytics import IdempotencyConflict, UsageLimit
 from carnil_analytics.store.schema import events
+from helpers import count_rows
 
 
 def test_a_replay_is_reported_and_recorded_once(tracker):

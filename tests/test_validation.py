@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from helpers import assert_nothing_recorded, count_rows
-
 from carnil_analytics import UsageLimit, ValidationError
 from carnil_analytics.store.schema import events
+from helpers import assert_nothing_recorded, count_rows
 
 GOOD_IDS = ["a", "customer_123", "A.b:c@d/e+f-g_h", "9" * 128, "org/team:42"]
 BAD_IDS = ["", "_leading", "-x", " space", "a b", "a\nb", "tab\t", "x" * 129, "é", "ａ",

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from ..config import DatabaseSettings
-from ..errors import StorageUnavailable
+from ..errors import ConfigError, StorageUnavailable
 from .schema import metadata, schema_version
 
 log = logging.getLogger(__name__)
@@ -30,14 +30,22 @@ class Database:
     """The store's engine, with read and write transactions."""
 
     def __init__(self, settings: DatabaseSettings):
-        url = make_url(settings.url.get_secret_value())
-        self.dialect = url.get_backend_name()
-        self.engine = _sqlite_engine(url, settings) if self.dialect == "sqlite" \
-            else create_engine(url, pool_pre_ping=True)
         try:
+            url = make_url(settings.url.get_secret_value())
+        except ArgumentError:
+            raise ConfigError("database.url: not a database URL such as "
+                              "sqlite:///carnil.db") from None
+        self.dialect = url.get_backend_name()
+        try:
+            self.engine = _sqlite_engine(url, settings) if self.dialect == "sqlite" \
+                else create_engine(url, pool_pre_ping=True)
             migrate(self)
         except OperationalError as exc:
             raise StorageUnavailable(f"cannot open the store: {exc.orig}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open the store: {exc.strerror}") from None
+        except (ArgumentError, ImportError) as exc:
+            raise ConfigError(f"database.url: cannot use {url.drivername!r}: {exc}") from None
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
