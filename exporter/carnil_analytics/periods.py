@@ -41,6 +41,7 @@ def add_months(anchor: datetime, months: int) -> datetime:
 
 def calendar_window(period: LimitPeriod, now: datetime) -> Window:
     """The UTC calendar day, ISO week (from Monday) or month that contains ``now``."""
+    period = LimitPeriod(period)
     day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period is LimitPeriod.DAILY:
         return Window(day, day + timedelta(days=1))
@@ -59,7 +60,7 @@ def anchored_window(period: LimitPeriod, reset_at: datetime, now: datetime) -> W
     current period is still the one that contains ``now``. Monthly resets keep ``reset_at``'s
     day and time, clamped to the last day of shorter months (Jan 31 → Feb 28 → Mar 31).
     """
-    reset_at = reset_at.astimezone(UTC)
+    period, reset_at = LimitPeriod(period), reset_at.astimezone(UTC)
     if period is LimitPeriod.MONTHLY:
         k = (now.year - reset_at.year) * 12 + (now.month - reset_at.month)
         while add_months(reset_at, k) <= now:
@@ -94,6 +95,8 @@ class Resolution(StrEnum):
         return moment if self is Resolution.HOUR else moment.replace(hour=0)
 
     def ceil(self, moment: datetime) -> datetime:
+        # Compare in UTC: aware datetimes in a fold (DST ending) never equal another zone's.
+        moment = moment.astimezone(UTC)
         floor = self.floor(moment)
         return floor if floor == moment else floor + self.length
 
