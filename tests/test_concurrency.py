@@ -82,3 +82,14 @@ def test_two_processes_sharing_one_file_land_exactly_on_the_limit(tmp_path):
     assert setup.get_credit_balance("c2", "api") == 0
     assert count_rows(setup, events) == 280
     setup.close()
+
+
+def test_concurrent_replays_of_one_event_id_record_it_once(tracker):
+    def send(_):
+        return tracker.track_usage("c1", "api", 5, event_id="evt-race")
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(send, range(40)))
+    assert outcomes.count(True) == 1 and outcomes.count(False) == 39
+    assert count_rows(tracker, events) == 1
+    assert tracker.get_meter("c1", "api").current == 5

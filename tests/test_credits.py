@@ -82,3 +82,11 @@ def test_limit_and_credits_together(tracker):
     tracker.remove_usage_limit("c1", "api")
     assert tracker.get_credit_balance("c1", "api") == 930
     assert tracker.get_meter("c1", "api").credit_metered is True
+
+
+def test_fractional_debits_land_exactly_on_the_balance(tracker):
+    tracker.update_credit_balance("c1", "ai_cost", 0.3)
+    for _ in range(3):
+        tracker.track_ai_usage("c1", "gpt-4", 10, 0.1, enforce=True)
+    with pytest.raises(InsufficientCredits):
+        tracker.track_ai_usage("c1", "gpt-4", 10, 0.000001, enforce=True)

@@ -174,3 +174,17 @@ def test_without_a_limit_current_usage_is_the_calendar_month(tracker, clock):
     meter = tracker.get_meter("c1", "api")
     assert (meter.current, meter.limit, meter.remaining, meter.reset_at) == \
         (2, None, None, at(2026, 4, 1))
+
+
+def test_fractional_usage_lands_exactly_on_the_limit(tracker):
+    tracker.set_usage_limit("c1", UsageLimit("ai_cost", 0.3, "monthly"))
+    tracker.set_usage_limit("c1", UsageLimit("storage", 1, "daily"))
+    for _ in range(3):
+        tracker.track_ai_usage("c1", "gpt-4", 10, 0.1, enforce=True)  # 0.1 + 0.1 + 0.1 fits 0.3
+    for _ in range(10):
+        tracker.track_usage("c1", "storage", 0.1, enforce=True)
+    with pytest.raises(UsageLimitExceeded):
+        tracker.track_ai_usage("c1", "gpt-4", 10, 0.000001, enforce=True)
+    with pytest.raises(UsageLimitExceeded):
+        tracker.track_usage("c1", "storage", 0.000001, enforce=True)
+    assert not tracker.check_usage_allowed("c1", "storage", 0.000001)

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 from .results import CostAnalysis, CustomerReport, UsageTrend
 from .tracker import UsageTracker
+
+
+def _tracker_method(name: str):
+    """A method that runs ``UsageTracker.<name>`` on ``self.tracker`` (same signature, docs)."""
+    method = getattr(UsageTracker, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return method(self.tracker, *args, **kwargs)
+    return call
 
 
 class CarnilAnalytics:
@@ -12,11 +24,14 @@ class CarnilAnalytics:
     def __init__(self, tracker: UsageTracker):
         self.tracker = tracker
 
-    def __getattr__(self, name: str):
-        # Every UsageTracker method (track_usage, get_credit_balance, ...) is available here.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.tracker, name)
+    track_usage = _tracker_method("track_usage")
+    track_ai_usage = _tracker_method("track_ai_usage")
+    get_usage_metrics = _tracker_method("get_usage_metrics")
+    get_ai_usage_metrics = _tracker_method("get_ai_usage_metrics")
+    get_credit_balance = _tracker_method("get_credit_balance")
+    update_credit_balance = _tracker_method("update_credit_balance")
+    set_usage_limit = _tracker_method("set_usage_limit")
+    check_usage_allowed = _tracker_method("check_usage_allowed")
 
     def get_customer_report(self, customer_id: str, period: str = "month") -> CustomerReport:
         return self.tracker.reports.customer_report(customer_id, period)
@@ -27,8 +42,9 @@ class RealTimeUsageMeter:
 
     def __init__(self, tracker: UsageTracker):
         self.tracker = tracker
-        self.track_usage = tracker.track_usage
-        self.track_ai_usage = tracker.track_ai_usage
+
+    track_usage = _tracker_method("track_usage")
+    track_ai_usage = _tracker_method("track_ai_usage")
 
     def get_current_usage(self, customer_id: str, feature_id: str) -> float:
         """Usage in the current limit period (the calendar month when there is no limit)."""

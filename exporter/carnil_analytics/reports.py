@@ -238,6 +238,14 @@ class Reports:
                 total += amount
         return total / (self._rate_window / MINUTE)
 
+    def credit_balance(self, customer_id: str, feature_id: str) -> float:
+        """A meter's credit balance; 0 when it was never credited."""
+        customer_id = validate_identifier(customer_id, "customer_id")
+        feature_id = validate_identifier(feature_id, "feature_id")
+        with self._db.reading() as conn:
+            state = load_meter(conn, customer_id, feature_id, self._clock())
+        return state.credit_balance if state is not None else 0.0
+
     def usage_limit(self, customer_id: str, feature_id: str) -> UsageLimit | None:
         customer_id = validate_identifier(customer_id, "customer_id")
         feature_id = validate_identifier(feature_id, "feature_id")
@@ -259,9 +267,9 @@ class Reports:
         remaining = state.limit_value - state.period_usage if state.has_limit else None
         balance = state.credit_balance if state.credit_metered else None
         reason = None
-        if remaining is not None and required > remaining:
+        if state.has_limit and not state.limit_fits(required):
             reason = "limit_exceeded"
-        elif balance is not None and balance < required:
+        elif state.credit_metered and not state.credits_cover(required):
             reason = "insufficient_credits"
         return UsageCheck(reason is None, reason, remaining, balance)
 

@@ -226,7 +226,7 @@ class UsageTracker:
         return self.reports.ai_usage_metrics(customer_id, model_id, period, start=start, end=end)
 
     def get_credit_balance(self, customer_id: str, feature_id: str) -> float:
-        return self.reports.meter(customer_id, feature_id).credit_balance
+        return self.reports.credit_balance(customer_id, feature_id)
 
     def get_usage_limit(self, customer_id: str, feature_id: str) -> UsageLimit | None:
         """The limit with ``reset_at`` = the end of its current period, or None."""

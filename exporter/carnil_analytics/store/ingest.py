@@ -131,10 +131,10 @@ def _count_against_meters(batch: list[Recordable], duplicate: list[bool],
             if state is None:
                 continue
             counts = state.has_limit and state.in_period(event.ts_us)
-            if enforce and counts and state.period_usage + amount > state.limit_value:
+            if enforce and counts and not state.limit_fits(amount):
                 raise BatchError(index, UsageLimitExceeded(
                     event.customer_id, feature_id, state.limit_value, state.period_usage, amount))
-            if enforce and state.credit_metered and state.credit_balance < amount:
+            if enforce and state.credit_metered and not state.credits_cover(amount):
                 raise BatchError(index, InsufficientCredits(
                     event.customer_id, feature_id, state.credit_balance, amount))
             if counts:

@@ -76,12 +76,26 @@ class MeterState:
                                                     start_us, end_us)
             self.changed = True
 
+    def limit_fits(self, amount: float) -> bool:
+        """Whether ``amount`` more usage stays within the limit this period."""
+        return self.period_usage + amount <= self.limit_value + _slack(self.limit_value)
+
+    def credits_cover(self, amount: float) -> bool:
+        """Whether the balance covers ``amount``."""
+        return self.credit_balance + _slack(amount) >= amount
+
     def in_period(self, ts_us: int) -> bool:
         return self.period_start_us <= ts_us < self.period_end_us
 
     def as_limit(self) -> UsageLimit:
         return UsageLimit(self.feature_id, self.limit_value, LimitPeriod(self.period),
                           from_micros(self.period_end_us))
+
+
+def _slack(scale: float) -> float:
+    """Period usage and balances are running sums of doubles (0.1 + 0.1 + 0.1 is a hair above
+    0.3), so what lands within a billionth of the cap, relatively, still fits it."""
+    return 1e-9 * max(1.0, abs(scale))
 
 
 _MUTABLE = ("limit_value", "period", "reset_anchor_us", "period_start_us", "period_end_us",
