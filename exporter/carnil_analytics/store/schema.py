@@ -50,6 +50,18 @@ events = Table(
 )
 
 
+def _measures() -> list[Column]:
+    """The summed measures of rollups and totals; ingest adds events into them."""
+    return [
+        Column("events", BigInteger, nullable=False),
+        Column("quantity", Float, nullable=False),  # usage, or tokens
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cached_tokens", BigInteger, nullable=False),
+        Column("cost_nanos", BigInteger, nullable=False),
+    ]
+
+
 def _rollup(name: str) -> Table:
     """Sums of events per customer, kind, subject and time bucket."""
     return Table(
@@ -58,12 +70,7 @@ def _rollup(name: str) -> Table:
         Column("bucket_us", BigInteger, nullable=False),
         Column("kind", String(16), nullable=False),
         Column("subject", ID, nullable=False),
-        Column("events", BigInteger, nullable=False),
-        Column("quantity", Float, nullable=False),
-        Column("input_tokens", BigInteger, nullable=False),
-        Column("output_tokens", BigInteger, nullable=False),
-        Column("cached_tokens", BigInteger, nullable=False),
-        Column("cost_nanos", BigInteger, nullable=False),
+        *_measures(),
         # Bucket before kind and subject: reports scan one customer's time range.
         PrimaryKeyConstraint("customer_id", "bucket_us", "kind", "subject"),
     )
@@ -78,12 +85,7 @@ totals = Table(
     Column("customer_id", ID, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("subject", ID, nullable=False),
-    Column("events", BigInteger, nullable=False),
-    Column("quantity", Float, nullable=False),
-    Column("input_tokens", BigInteger, nullable=False),
-    Column("output_tokens", BigInteger, nullable=False),
-    Column("cached_tokens", BigInteger, nullable=False),
-    Column("cost_nanos", BigInteger, nullable=False),
+    *_measures(),
     Column("first_recorded_us", BigInteger, nullable=False),  # stable "first seen" order
     PrimaryKeyConstraint("customer_id", "kind", "subject"),
 )
