@@ -18,11 +18,10 @@ from ..models import AI_COST_METER, AI_TOKENS_METER
 from ..money import from_nanos
 from .meters import MeterState, load_meters, save_meters
 from .prepared import Prepared
-from .schema import events, rollups_hour, rollups_minute, totals
+from .schema import MEASURES, events, rollups_hour, rollups_minute, totals
 
 MINUTE_US = 60_000_000
 HOUR_US = 3_600_000_000
-_SUMMED = ("events", "quantity", "input_tokens", "output_tokens", "cached_tokens", "cost_nanos")
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,7 @@ def _sum_by(batch: list[Recordable], key) -> dict[tuple, dict[str, float | int]]
         else:
             for i, value in enumerate(event.sums()):
                 row[i] += value
-    return {k: dict(zip(_SUMMED, v, strict=True)) for k, v in sums.items()}
+    return {k: dict(zip(MEASURES, v, strict=True)) for k, v in sums.items()}
 
 
 def _upsert(table: Table, key: tuple[str, ...]) -> Prepared:
@@ -183,7 +182,7 @@ def _upsert(table: Table, key: tuple[str, ...]) -> Prepared:
     SQLAlchemy's ``on_conflict_do_update`` constructs cannot be compiled once and reused.
     """
     columns = [c.name for c in table.columns]
-    added = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in _SUMMED)
+    added = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in MEASURES)
     return Prepared(text(
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join(':' + c for c in columns)}) "

@@ -62,6 +62,9 @@ def _measures() -> list[Column]:
     ]
 
 
+MEASURES = tuple(column.name for column in _measures())
+
+
 def _rollup(name: str) -> Table:
     """Sums of events per customer, kind, subject and time bucket."""
     return Table(
