@@ -41,6 +41,9 @@ class ServerSettings(_Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     max_body_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
     max_batch_events: Annotated[int, Field(gt=0)] = 1000
+    workers: Annotated[int, Field(ge=1, le=64)] = 2  # processes
+    threads: Annotated[int, Field(ge=1, le=256)] = 8  # per process
+    graceful_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
 
 class AuthSettings(_Section):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -55,7 +56,9 @@ class _Event(BaseModel):
     customer_id: Identifier
     cost: Cost | None = None
     timestamp: AwareDatetime | None = None
-    event_id: EventId | None = None
+    # Batches over HTTP name it "id"; both spellings mean the idempotency key.
+    event_id: Annotated[EventId | None, Field(validation_alias=AliasChoices("event_id", "id"))] \
+        = None
     metadata: Annotated[Metadata, Field(max_length=MAX_METADATA_ENTRIES)] | None = None
 
 

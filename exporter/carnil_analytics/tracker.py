@@ -90,7 +90,7 @@ class UsageTracker:
         event = parse(UsageEvent, _given(
             customer_id=customer_id, feature_id=feature_id, usage=usage, cost=cost,
             timestamp=timestamp, event_id=event_id, metadata=metadata))
-        return self._record([event], enforce, located=False).accepted == 1
+        return self.track_event(event, enforce=enforce)
 
     def track_ai_usage(self, customer_id: str, model_id: str, tokens: int | None = None,
                        cost: float | None = None, *, input_tokens: int | None = None,
@@ -102,6 +102,10 @@ class UsageTracker:
             customer_id=customer_id, model_id=model_id, tokens=tokens, cost=cost,
             input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens,
             timestamp=timestamp, event_id=event_id, metadata=metadata))
+        return self.track_event(event, enforce=enforce)
+
+    def track_event(self, event: Event, *, enforce: bool = False) -> bool:
+        """Record one validated event. True when recorded, False when a replay."""
         return self._record([event], enforce, located=False).accepted == 1
 
     def track_events(self, batch: Iterable[Mapping[str, Any] | Event], *,
@@ -169,14 +173,20 @@ class UsageTracker:
     def update_credit_balance(self, customer_id: str, feature_id: str, amount: float, *,
                               reason: str | None = None) -> bool:
         """Add ``amount`` credits (negative adjusts down); the pair becomes credit-metered."""
+        self.add_credits(customer_id, feature_id, amount, reason=reason)
+        return True
+
+    def add_credits(self, customer_id: str, feature_id: str, amount: float, *,
+                    reason: str | None = None) -> float:
+        """Like ``update_credit_balance``, returning the new balance."""
         customer_id = validate_identifier(customer_id, "customer_id")
         feature_id = validate_identifier(feature_id, "feature_id")
         amount = validate_amount(amount, "amount")
         if reason is not None and (not isinstance(reason, str) or len(reason) > 256):
             raise ValidationError([FieldError(("reason",), "should be a string of ≤ 256 chars")])
         with self.db.writing() as conn:
-            meters.add_credits(conn, customer_id, feature_id, amount, reason, self._clock())
-        return True
+            return meters.add_credits(conn, customer_id, feature_id, amount, reason,
+                                      self._clock())
 
     def set_usage_limit(self, customer_id: str, limit: UsageLimit) -> bool:
         """Create or replace the limit of ``limit.feature_id`` for a customer."""

@@ -61,6 +61,11 @@ class Database:
         with _storage_errors(), self.engine.connect() as conn, conn.begin():
             yield conn
 
+    def check_writable(self) -> None:
+        """Take the write lock and let it go: ``StorageUnavailable`` if that cannot be done."""
+        with self.writing() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -105,12 +110,18 @@ def _sqlite_engine(url: URL, settings: DatabaseSettings) -> Engine:
     return engine
 
 
-def _create_v1(conn: Connection) -> None:
-    metadata.create_all(conn)
+def _create_tables(*names: str) -> Callable[[Connection], None]:
+    def create(conn: Connection) -> None:
+        metadata.create_all(conn, tables=[metadata.tables[name] for name in names])
+    return create
 
 
 # Each entry brings the schema from version i to i + 1; append, never edit a released one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _create_tables("events", "rollups_minute", "rollups_hour", "totals", "meters",
+                   "credit_ledger"),
+    _create_tables("api_keys"),
+]
 
 
 def migrate(db: Database) -> int:

@@ -123,6 +123,17 @@ credit_ledger = Table(
     Index("ix_credit_ledger_meter", "customer_id", "feature_id", "entry_id"),
 )
 
+# API keys: only a hash of each key's secret is kept; revoked keys stay, for the record.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),  # sha256 hex of the secret part
+    Column("role", String(16), nullable=False),
+    Column("customer_id", ID),  # the one customer a "customer" key may see
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger),
+)
+
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),
