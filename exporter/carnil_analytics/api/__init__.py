@@ -8,7 +8,7 @@ from ..config import Settings
 from ..tracker import UsageTracker
 from . import customers, health, ingest, keys, logs, problems
 from .auth import KeyRing
-from .endpoints import ApiBlueprint
+from .endpoints import ApiBlueprint, SegmentConverter
 from .openapi import document
 
 BLUEPRINTS: tuple[ApiBlueprint, ...] = (ingest.api, customers.api, keys.api, health.api)
@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None, tracker: UsageTracker | None = 
     """The Flask app of the service, on ``tracker`` (or a new one from ``settings``)."""
     tracker = tracker or UsageTracker(settings or Settings.load())
     app = Flask(__name__)
+    app.url_map.converters["segment"] = SegmentConverter
     app.config["MAX_CONTENT_LENGTH"] = tracker.settings.server.max_body_bytes
     app.extensions["carnil.tracker"] = tracker
     app.extensions["carnil.keys"] = KeyRing(tracker.db, tracker.settings)

@@ -53,14 +53,14 @@ def report(customer_id: str, query: PeriodQuery):
 
 @api.endpoint("GET", FEATURE + "/usage", "A feature's usage and cost per bucket",
               roles=READ, customer_scoped=True, query=PeriodQuery, response=list[UsageMetrics])
-def usage(customer_id: str, feature_id: str, query: PeriodQuery):
+def usage_metrics(customer_id: str, feature_id: str, query: PeriodQuery):
     return tracker().reports.usage_metrics(customer_id, feature_id, **_range(query))
 
 
 @api.endpoint("GET", CUSTOMER + "/ai-usage", "Tokens and cost per bucket and model",
               roles=READ, customer_scoped=True, query=AIUsageQuery,
               response=list[AIUsageMetrics])
-def ai_usage(customer_id: str, query: AIUsageQuery):
+def customer_ai_usage(customer_id: str, query: AIUsageQuery):
     return tracker().reports.ai_usage_metrics(customer_id, query.model, **_range(query))
 
 

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.routing import PathConverter
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -46,11 +47,18 @@ class Endpoint:
 
     @property
     def flask_rule(self) -> str:
-        return _PATH_PARAM.sub(lambda m: f"<path:{m.group(1)}>", self.path)
+        return _PATH_PARAM.sub(lambda m: f"<segment:{m.group(1)}>", self.path)
 
     @cached_property
     def response_adapter(self) -> TypeAdapter | None:
         return None if self.response is None else TypeAdapter(self.response)
+
+
+class SegmentConverter(PathConverter):
+    """A path parameter: any characters (a "/" too, since ids may hold one), so a malformed id
+    reaches validation and is answered 400, not 404."""
+
+    regex = "(?s:[^/].*?)"
 
 
 class ApiBlueprint(Blueprint):

@@ -55,7 +55,11 @@ class _Components:
 def document(endpoints: Iterable[Endpoint]) -> dict:
     components = _Components()
     paths: dict[str, dict] = {}
+    operation_ids = set()
     for endpoint in endpoints:
+        if endpoint.name in operation_ids:
+            raise ValueError(f"two endpoints are named {endpoint.name!r}")
+        operation_ids.add(endpoint.name)
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = \
             _operation(endpoint, components)
     components.schemas["ProblemDocument"] = components.schema(ProblemDocument, "serialization")
@@ -117,6 +121,8 @@ def _responses(endpoint: Endpoint, components: _Components) -> dict:
             "schema": components.schema(endpoint.response, "serialization")}}
     responses = {str(endpoint.status): ok}
     errors = set(endpoint.errors) | ({400, 401, 403} if not endpoint.public else set())
+    if "{" in endpoint.path:  # an empty path parameter matches no route
+        errors.add(404)
     if not endpoint.public:
         errors.add(503)
     problem = {PROBLEM_JSON: {"schema": {"$ref": REF.format(model="ProblemDocument")}}}
