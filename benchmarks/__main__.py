@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checks, ingest, reports
+from . import checks, http_api, ingest, reports
 from .harness import (
     RATIO_NOTE,
     Plan,
@@ -23,6 +23,7 @@ SCENARIOS = [
     ingest.track_events_batches,
     checks.check_usage_allowed,
     reports.month_report,
+    *http_api.SCENARIOS,
 ]
 
 

@@ -14,9 +14,9 @@ from functools import cached_property
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
-from werkzeug.routing import PathConverter
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+from werkzeug.routing import PathConverter
 
 from ..errors import FieldError, ValidationError
 from ..models import validate_identifier
