@@ -102,3 +102,26 @@ def test_an_unopenable_store_is_unavailable(tmp_path):
     blocker.write_text("file")
     with pytest.raises(StorageUnavailable, match="cannot open the store"):
         UsageTracker({"database": {"url": f"sqlite:///{blocker}/carnil.db"}})
+
+
+def test_an_older_schema_is_upgraded_in_place(tmp_path, clock):
+    from sqlalchemy import create_engine, insert
+
+    from carnil_analytics.store import database
+
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # a store as release 1 left it, with one event in it
+        schema_version.create(conn)
+        database.MIGRATIONS[0](conn)
+        conn.execute(insert(schema_version).values(version=1))
+        conn.execute(insert(events).values(
+            kind="usage", customer_id="c1", subject="api", ts_us=1, recorded_us=1,
+            quantity=7.0, input_tokens=0, output_tokens=0, cached_tokens=0, cost_nanos=0))
+    engine.dispose()
+    tracker = UsageTracker({"database": {"url": f"sqlite:///{path}"}}, clock=clock)
+    with tracker.db.reading() as conn:
+        assert conn.execute(select(schema_version.c.version)).scalar() == len(MIGRATIONS)
+        assert conn.execute(text("SELECT count(*) FROM api_keys")).scalar() == 0
+        assert conn.execute(select(events.c.quantity)).scalars().all() == [7.0]
+    tracker.close()
