@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import (
@@ -110,6 +110,20 @@ def install(app: Flask) -> None:
         headers.pop("Content-Type", None)
         return Problem(error.code, slug, error.name, error.description or error.name,
                        headers=headers).response()
+
+    @app.after_request
+    def _drain_unread_body(response: Response) -> Response:
+        # A request refused before its body was read (401, 403, 415...) leaves the body on the
+        # socket; gunicorn drains only 64 KiB of it and then drops the kept-alive connection.
+        # Reading what fits the body limit keeps the connection usable; a body over the limit
+        # cannot be kept, and gunicorn closes the connection after the 413.
+        if response.status_code >= 400 and request.content_length:
+            try:
+                while request.stream.read(64 * 1024):
+                    pass
+            except (HTTPException, OSError):
+                pass
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
