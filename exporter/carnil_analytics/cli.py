@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError as PydanticValidationError
 
 from .config import Settings
-from .errors import CarnilError
+from .errors import CarnilError, ConfigError
 from .store.keys import ROLES
 
 
@@ -37,6 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--customer", help="the customer a 'customer' key may see")
     create.set_defaults(run=_create_key)
+
+    influx = commands.add_parser("influx", help="the InfluxDB mirror")
+    influx_commands = influx.add_subparsers(dest="influx_command", required=True)
+    ship = influx_commands.add_parser("ship", help="ship every unshipped event now, then exit")
+    ship.set_defaults(run=_influx_ship)
+    backfill = influx_commands.add_parser(
+        "backfill", help="write every retained event since DATE again (e.g. into a new InfluxDB)")
+    backfill.add_argument("--since", required=True, type=_aware_date,
+                          help="RFC 3339 time or YYYY-MM-DD (UTC)")
+    backfill.set_defaults(run=_influx_backfill)
 
     check = commands.add_parser(
         "check-config", help="validate the configuration and print it, secrets masked")
@@ -94,6 +104,51 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
     print(f"id {issued.principal.key_id}, role {issued.principal.role}"
           + (f", customer {issued.principal.customer_id}" if issued.principal.customer_id
              else "") + " — the key is shown only this once", file=sys.stderr)
+    return 0
+
+
+def _aware_date(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _shipper(settings: Settings):
+    from .influx.shipper import Shipper
+    from .influx.writers import make_writer
+    from .tracker import UsageTracker
+
+    if not settings.influxdb.enabled:
+        raise ConfigError("influxdb.enabled is false: set it (or CARNIL_INFLUXDB_ENABLED=true)")
+    tracker = UsageTracker(settings)
+    return tracker, Shipper(tracker.db, settings.influxdb, make_writer(settings.influxdb))
+
+
+def _influx_ship(settings: Settings, _args: argparse.Namespace) -> int:
+    from .influx.writers import TransientWriteError
+
+    tracker, shipper = _shipper(settings)
+    with tracker:
+        try:
+            print(f"shipped {shipper.ship_all()} events")
+        except TransientWriteError as exc:
+            print(f"carnil-analytics: InfluxDB write failed: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _influx_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from .influx.writers import TransientWriteError
+
+    tracker, shipper = _shipper(settings)
+    with tracker:
+        try:
+            print(f"wrote {shipper.backfill(args.since)} events since {args.since.isoformat()}")
+        except TransientWriteError as exc:
+            print(f"carnil-analytics: InfluxDB write failed: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

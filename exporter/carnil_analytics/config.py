@@ -58,10 +58,16 @@ class InfluxDBSettings(_Section):
     org: str = "carnil"
     bucket: str = "carnil"
     database: str = "carnil"
-    username: str | None = None
-    password: SecretStr | None = None
+    retention_policy: str | None = None  # v1 only; the database's default when unset
+    username: str | None = None  # v1 only
+    password: SecretStr | None = None  # v1 only
     batch_size: Annotated[int, Field(gt=0, le=100_000)] = 5000
     flush_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 60.0
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # SPEC §4: readiness includes a reachable InfluxDB when the mirror is enabled.
+    required_for_readiness: bool = True
 
 
 class RealTimeSettings(_Section):

@@ -18,6 +18,7 @@ from .api import create_app
 from .api.auth import KeyRing
 from .api.logs import JsonLineFormatter
 from .config import Settings
+from .influx.shipper import Shipper, ShipperThread
 from .tracker import UsageTracker
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,23 @@ class _Gunicorn(BaseApplication):
 
     def load(self) -> Flask:
         return self._app_factory()
+
+
+def _start_shipper(worker) -> None:
+    """In every worker: a shipper thread; the store's lease lets one of them ship at a time."""
+    app: Flask = worker.wsgi
+    tracker = app.extensions["carnil.tracker"]
+    settings = tracker.settings.influxdb
+    thread = ShipperThread(Shipper(tracker.db, settings, app.extensions["carnil.influxdb"]),
+                           settings.shutdown_grace_seconds)
+    app.extensions["carnil.shipper"] = thread
+    thread.start()
+
+
+def _stop_shipper(_server, worker) -> None:
+    thread = worker.wsgi.extensions.get("carnil.shipper") if worker.wsgi else None
+    if thread is not None:
+        thread.stop()
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -72,6 +90,9 @@ def serve(settings: Settings, app_factory: Callable[[], Flask] | None = None) ->
         "proc_name": "carnil-analytics",
         "control_socket_disable": True,  # several instances may share a host
     }
+    if settings.influxdb.enabled:
+        options["post_worker_init"] = _start_shipper
+        options["worker_exit"] = _stop_shipper
     log.info("serving on %s with %d workers × %d threads", options["bind"], server.workers,
              server.threads)
     _Gunicorn(app_factory or (lambda: create_app(settings)), options).run()

@@ -30,7 +30,7 @@ from .models import (
 from .pricing import PriceList
 from .reports import Reports
 from .results import AIUsageMetrics, BatchResult, MeterReading, UsageCheck, UsageMetrics
-from .store import meters
+from .store import meters, outbox
 from .store.database import Database
 from .store.ingest import BatchError, Recordable, record
 from .store.schema import events, rollups_minute
@@ -205,12 +205,16 @@ class UsageTracker:
             return meters.remove_limit(conn, customer_id, feature_id, self._clock())
 
     def prune(self, now: datetime | None = None) -> int:
-        """Delete raw events past ``ingest.max_event_age_days`` and old minute rollups."""
+        """Delete raw events past ``ingest.max_event_age_days`` (but none the InfluxDB mirror
+        has yet to ship) and old minute rollups."""
         now = now or self._clock()
         events_before = to_micros(now - timedelta(days=self.settings.ingest.max_event_age_days))
         minutes_before = to_micros(now - MINUTE_ROLLUP_RETENTION)
         with self.db.writing() as conn:
-            deleted = conn.execute(delete(events).where(events.c.ts_us < events_before)).rowcount
+            expired = events.c.ts_us < events_before
+            if self.settings.influxdb.enabled:  # the store keeps what the mirror still needs
+                expired = expired & (events.c.seq <= outbox.read_mark(conn).shipped_seq)
+            deleted = conn.execute(delete(events).where(expired)).rowcount
             conn.execute(delete(rollups_minute).where(rollups_minute.c.bucket_us < minutes_before))
         return deleted
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from ..config import Settings
+from ..influx.writers import make_writer
 from ..tracker import UsageTracker
 from . import customers, health, ingest, keys, logs, problems
 from .auth import KeyRing
@@ -22,6 +23,8 @@ def create_app(settings: Settings | None = None, tracker: UsageTracker | None = 
     app.config["MAX_CONTENT_LENGTH"] = tracker.settings.server.max_body_bytes
     app.extensions["carnil.tracker"] = tracker
     app.extensions["carnil.keys"] = KeyRing(tracker.db, tracker.settings)
+    if tracker.settings.influxdb.enabled:
+        app.extensions["carnil.influxdb"] = make_writer(tracker.settings.influxdb)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     openapi = document(e for b in BLUEPRINTS for e in b.endpoints)

@@ -121,6 +121,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_tables("events", "rollups_minute", "rollups_hour", "totals", "meters",
                    "credit_ledger"),
     _create_tables("api_keys"),
+    _create_tables("mirror_marks", "leases"),
 ]
 
 

@@ -134,6 +134,25 @@ api_keys = Table(
     Column("revoked_us", BigInteger),
 )
 
+# How far the InfluxDB mirror has shipped the events (by sequence number), and its counts.
+mirror_marks = Table(
+    "mirror_marks", metadata,
+    Column("target", String(64), primary_key=True),
+    Column("shipped_seq", BigInteger, nullable=False),
+    Column("points_written", BigInteger, nullable=False),
+    Column("points_rejected", BigInteger, nullable=False),
+    Column("write_errors", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+# Named leases: which process does a job only one may do at a time (shipping the mirror).
+leases = Table(
+    "leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+)
+
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),

@@ -1,0 +1,1 @@
+"""The InfluxDB mirror: every recorded event shipped once, as one point, from the store."""
