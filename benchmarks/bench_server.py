@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import sys
 
+from flask import Flask, Response, request
+
 from carnil_analytics.api import create_app
 from carnil_analytics.config import Settings
 from carnil_analytics.server import serve
-from flask import Flask, Response, request
 
 NOOP_PATH = "/bench/noop"
 

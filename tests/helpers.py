@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy import func, select
+
 from carnil_analytics import UsageTracker
 from carnil_analytics.store.schema import credit_ledger, events, rollups_hour, totals
-from sqlalchemy import func, select
 
 
 def count_rows(tracker: UsageTracker, table) -> int:

@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
+
 from carnil_analytics.api import create_app
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -79,6 +80,7 @@ EXPECTED_ROLES = {
     "credits": {"read", "customer"}, "get_limit": {"read", "customer"},
     "check": {"ingest", "customer"}, "add_credits": set(), "put_limit": set(),
     "delete_limit": set(), "create_key": set(), "revoke_key": set(),
+    "metrics": {"metrics", "read"},
 }
 
 

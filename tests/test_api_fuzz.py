@@ -11,7 +11,6 @@ import os
 
 import pytest
 import schemathesis
-from carnil_analytics.api import create_app
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -20,6 +19,8 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from carnil_analytics.api import create_app
 
 ADMIN_KEY = "fuzz-admin-key-0123456789"
 EXAMPLES = int(os.environ.get("CARNIL_FUZZ_EXAMPLES", "30"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from carnil_analytics import (
     AIUsageEvent,
     InsufficientCredits,
@@ -13,6 +14,7 @@ from carnil_analytics import (
     UsageLimitExceeded,
     ValidationError,
 )
+
 from helpers import assert_nothing_recorded
 
 

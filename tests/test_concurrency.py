@@ -15,6 +15,7 @@ from carnil_analytics import (
     UsageTracker,
 )
 from carnil_analytics.store.schema import events
+
 from helpers import count_rows
 
 FIXED_NOW = datetime(2026, 3, 18, 12, 0, tzinfo=UTC)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
+
 from carnil_analytics import InsufficientCredits, UsageLimit, UsageLimitExceeded
 from carnil_analytics.store.schema import credit_ledger, events
+
 from helpers import count_rows
-from sqlalchemy import select
 
 
 def test_a_pair_never_credited_has_zero_balance_and_is_not_metered(tracker):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from carnil_analytics import IdempotencyConflict, UsageLimit
 from carnil_analytics.store.schema import events
+
 from helpers import count_rows
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from carnil_analytics import UsageLimit, UsageLimitExceeded
 from carnil_analytics.store.schema import events
+
 from helpers import count_rows
 
 

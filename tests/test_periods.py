@@ -11,6 +11,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from carnil_analytics.periods import (
     HOURLY_RANGE_MAX,
     LimitPeriod,
@@ -24,8 +27,6 @@ from carnil_analytics.periods import (
     range_window,
     report_window,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 DAILY, WEEKLY, MONTHLY = LimitPeriod.DAILY, LimitPeriod.WEEKLY, LimitPeriod.MONTHLY
 DAY, WEEK = timedelta(days=1), timedelta(weeks=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from carnil_analytics.money import from_nanos, to_nanos
 
 PRICING = {"pricing": {

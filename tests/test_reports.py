@@ -6,9 +6,10 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from carnil_analytics import CarnilAnalytics, RealTimeUsageMeter, UsageAnalyticsEngine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from carnil_analytics import CarnilAnalytics, RealTimeUsageMeter, UsageAnalyticsEngine
 
 
 def at(*parts) -> datetime:

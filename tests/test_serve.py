@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+
 from servers import KEY_PATTERN, Server, run_cli, running_server
 
 PROBLEM_JSON = "application/problem+json"

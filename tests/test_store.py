@@ -6,11 +6,13 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select, text
+
 from carnil_analytics import StorageUnavailable, UsageLimit, UsageTracker
 from carnil_analytics.store.database import MIGRATIONS
 from carnil_analytics.store.schema import events, rollups_minute, schema_version
+
 from helpers import count_rows
-from sqlalchemy import select, text
 
 
 def test_schema_is_versioned_and_reopening_keeps_everything(make_tracker, tmp_path):

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from carnil_analytics import UsageLimit, ValidationError
 from carnil_analytics.store.schema import events
+
 from helpers import assert_nothing_recorded, count_rows
 
 GOOD_IDS = ["a", "customer_123", "A.b:c@d/e+f-g_h", "9" * 128, "org/team:42"]

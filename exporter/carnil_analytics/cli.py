@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from datetime import UTC, datetime
 
 import yaml
 from pydantic import ValidationError as PydanticValidationError
 
-from .config import Settings
+from .config import Settings, use_multiprocess_metrics
 from .errors import CarnilError, ConfigError
 from .store.keys import ROLES
 
@@ -78,6 +79,9 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    # Workers share their self metrics through files; a fresh directory per run, so
+    # counters start again at zero like any process's would.
+    use_multiprocess_metrics(tempfile.mkdtemp(prefix="carnil-metrics-"))
     from .server import serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}

@@ -213,3 +213,17 @@ def _mask(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _mask(v) for k, v in value.items()}
     return value
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_metrics(directory: str) -> None:
+    """Make prometheus_client share self metrics across worker processes through files in
+    ``directory``. Must run before prometheus_client is first imported."""
+    os.environ[MULTIPROC_ENV] = directory
+
+
+def multiprocess_metrics_dir() -> str | None:
+    """Where prometheus_client's multiprocess mode keeps its files, when ``serve`` set it up."""
+    return os.environ.get(MULTIPROC_ENV)

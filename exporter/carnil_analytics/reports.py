@@ -47,11 +47,10 @@ from .results import (
 )
 from .store.database import Database
 from .store.meters import MeterSource, load_meter
-from .store.queries import BucketSums, bucket_sums, meter_minutes, meter_total
+from .store.queries import BucketSums, bucket_sums, meter_minutes, meter_total, trailing_rate
 
 TOP_DEFAULT = 10
 MOVING_AVERAGE_BUCKETS = 7
-MINUTE = timedelta(minutes=1)
 
 
 class Reports:
@@ -61,6 +60,7 @@ class Reports:
         self._db = db
         self._currency = settings.pricing.currency
         self._rate_window = timedelta(seconds=settings.real_time.rate_window_seconds)
+        self._rate_window_us = settings.real_time.rate_window_seconds * 1_000_000
         self._clock = clock
 
     # -------------------------------------------------------------- windows
@@ -221,22 +221,9 @@ class Reports:
             limit=state.limit_value if limited else None,
             remaining=state.limit_value - current if limited else None,
             reset_at=reset_at,
-            rate_per_minute=self._rate(minutes, now),
+            rate_per_minute=trailing_rate(minutes, to_micros(now), self._rate_window_us),
             credit_balance=state.credit_balance if state is not None else 0.0,
             credit_metered=state is not None and state.credit_metered)
-
-    def _rate(self, minutes: list[tuple[int, float]], now: datetime) -> float:
-        """Usage per minute over the trailing window; the minute the window starts in is
-        prorated by how much of it lies inside the window."""
-        window_start_us = to_micros(now - self._rate_window)
-        total = 0.0
-        for bucket_us, amount in minutes:
-            if bucket_us < window_start_us:
-                inside = (bucket_us + 60_000_000 - window_start_us) / 60_000_000
-                total += amount * max(0.0, inside)
-            else:
-                total += amount
-        return total / (self._rate_window / MINUTE)
 
     def credit_balance(self, customer_id: str, feature_id: str) -> float:
         """A meter's credit balance; 0 when it was never credited."""

@@ -32,7 +32,7 @@ from .reports import Reports
 from .results import AIUsageMetrics, BatchResult, MeterReading, UsageCheck, UsageMetrics
 from .store import meters, outbox
 from .store.database import Database
-from .store.ingest import BatchError, Recordable, record
+from .store.ingest import BatchError, Recordable, Recorded, record
 from .store.schema import events, rollups_minute
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class UsageTracker:
         self.db = Database(self.settings.database)
         self.prices = PriceList(self.settings.pricing)
         self.reports = Reports(self.db, self.settings, clock)
-        self._clock = clock
+        self.clock = clock
         self._next_prune = datetime.min.replace(tzinfo=UTC)
         self._prune_lock = threading.Lock()
 
@@ -106,7 +106,15 @@ class UsageTracker:
 
     def track_event(self, event: Event, *, enforce: bool = False) -> bool:
         """Record one validated event. True when recorded, False when a replay."""
-        return self._record([event], enforce, located=False).accepted == 1
+        return self.record([event], enforce=enforce, located=False).accepted == 1
+
+    def record(self, batch: list[Event], *, enforce: bool = False,
+               located: bool = True) -> Recorded:
+        """Record validated events in one transaction; which of them were replays.
+
+        With ``located``, an error names the failing event in ``error.index``.
+        """
+        return self._record(batch, enforce, located)
 
     def track_events(self, batch: Iterable[Mapping[str, Any] | Event], *,
                      enforce: bool = False) -> BatchResult:
@@ -131,7 +139,7 @@ class UsageTracker:
 
     def _record(self, batch: list[Event], enforce: bool, located: bool):
         """Prepare and record ``batch``; with ``located``, errors carry the event's index."""
-        now = self._clock()
+        now = self.clock()
         prepared = []
         for index, event in enumerate(batch):
             try:
@@ -186,7 +194,7 @@ class UsageTracker:
             raise ValidationError([FieldError(("reason",), "should be a string of ≤ 256 chars")])
         with self.db.writing() as conn:
             return meters.add_credits(conn, customer_id, feature_id, amount, reason,
-                                      self._clock())
+                                      self.clock(), self.settings.prometheus.max_customers)
 
     def set_usage_limit(self, customer_id: str, limit: UsageLimit) -> bool:
         """Create or replace the limit of ``limit.feature_id`` for a customer."""
@@ -194,7 +202,8 @@ class UsageTracker:
         if not isinstance(limit, UsageLimit):
             raise ValidationError([FieldError(("limit",), "should be a UsageLimit")])
         with self.db.writing() as conn:
-            meters.set_limit(conn, customer_id, limit, self._clock())
+            meters.set_limit(conn, customer_id, limit, self.clock(),
+                             self.settings.prometheus.max_customers)
         return True
 
     def remove_usage_limit(self, customer_id: str, feature_id: str) -> bool:
@@ -202,12 +211,12 @@ class UsageTracker:
         customer_id = validate_identifier(customer_id, "customer_id")
         feature_id = validate_identifier(feature_id, "feature_id")
         with self.db.writing() as conn:
-            return meters.remove_limit(conn, customer_id, feature_id, self._clock())
+            return meters.remove_limit(conn, customer_id, feature_id, self.clock())
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete raw events past ``ingest.max_event_age_days`` (but none the InfluxDB mirror
         has yet to ship) and old minute rollups."""
-        now = now or self._clock()
+        now = now or self.clock()
         events_before = to_micros(now - timedelta(days=self.settings.ingest.max_event_age_days))
         minutes_before = to_micros(now - MINUTE_ROLLUP_RETENTION)
         with self.db.writing() as conn:

@@ -6,13 +6,17 @@ from flask import Flask
 
 from ..config import Settings
 from ..influx.writers import make_writer
+from ..metrics.collector import StoreCollector
+from ..metrics.scrape import Scrape
+from ..metrics.service import ServiceMetrics
 from ..tracker import UsageTracker
-from . import customers, health, ingest, keys, logs, problems
+from . import customers, health, ingest, keys, logs, metrics, problems
 from .auth import KeyRing
 from .endpoints import ApiBlueprint, SegmentConverter
 from .openapi import document
 
-BLUEPRINTS: tuple[ApiBlueprint, ...] = (ingest.api, customers.api, keys.api, health.api)
+BLUEPRINTS: tuple[ApiBlueprint, ...] = (ingest.api, customers.api, keys.api, metrics.api,
+                                         health.api)
 
 
 def create_app(settings: Settings | None = None, tracker: UsageTracker | None = None) -> Flask:
@@ -23,6 +27,12 @@ def create_app(settings: Settings | None = None, tracker: UsageTracker | None = 
     app.config["MAX_CONTENT_LENGTH"] = tracker.settings.server.max_body_bytes
     app.extensions["carnil.tracker"] = tracker
     app.extensions["carnil.keys"] = KeyRing(tracker.db, tracker.settings)
+    service_metrics = ServiceMetrics()
+    app.extensions["carnil.metrics"] = service_metrics
+    cache = tracker.settings.cache
+    app.extensions["carnil.scrape"] = Scrape(
+        StoreCollector(tracker.db, tracker.settings, tracker.clock), service_metrics,
+        cache.ttl if cache.enabled else 0.0)
     if tracker.settings.influxdb.enabled:
         app.extensions["carnil.influxdb"] = make_writer(tracker.settings.influxdb)
     for blueprint in BLUEPRINTS:

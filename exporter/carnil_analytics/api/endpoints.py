@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.routing import PathConverter
 
+from ..config import Settings
 from ..errors import FieldError, ValidationError
 from ..models import validate_identifier
 from .auth import authenticate, authorize
@@ -36,10 +37,12 @@ class Endpoint:
     roles: frozenset[str]  # roles allowed besides admin; empty and public=True: anyone
     customer_scoped: bool = False  # customer keys may call it for their own customer
     public: bool = False
+    public_when: Callable[[Settings], bool] | None = None  # public if the settings say so
     query: type[BaseModel] | None = None
     body: Any = None  # the request body's type, for the document
     body_media_types: tuple[str, ...] = ("application/json",)
     response: Any = None  # the 2xx body's type; None for an empty answer
+    response_media_type: str | None = None  # a text answer of this media type instead
     status: int = 200
     errors: tuple[int, ...] = ()  # error statuses beyond the ones every route may answer
     tag: str = "usage"
@@ -81,7 +84,9 @@ class ApiBlueprint(Blueprint):
 def _wrap(endpoint: Endpoint, view: Callable) -> Callable:
     def handle(**path: str) -> Response:
         g.route = endpoint.path
-        if not endpoint.public:
+        if not endpoint.public and not (
+                endpoint.public_when and endpoint.public_when(current_app.extensions[
+                    "carnil.tracker"].settings)):
             principal = authenticate(current_app.extensions["carnil.keys"])
             g.key_id = principal.key_id
             authorize(principal, endpoint.roles, endpoint.customer_scoped,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import current_app, request
 from pydantic import TypeAdapter
 
 from ..errors import CarnilError, FieldError
@@ -11,7 +11,7 @@ from ..results import BatchResult
 from . import bodies
 from .context import settings, tracker
 from .endpoints import ApiBlueprint
-from .problems import from_domain, invalid
+from .problems import Problem, from_domain, invalid
 from .schemas import EnforceQuery, Recorded
 
 api = ApiBlueprint("ingest", __name__)
@@ -25,11 +25,18 @@ EventList = list[UsageEvent | AIUsageEvent]
               body_media_types=(bodies.JSON, bodies.NDJSON), response=BatchResult,
               errors=WRITE_ERRORS, tag="ingest")
 def events(query: EnforceQuery):
-    batch = bodies.events_body(settings().server.max_batch_events)
     try:
-        return tracker().track_events(batch, enforce=query.enforce)
+        batch = bodies.events_body(settings().server.max_batch_events)
+    except Problem:
+        _count_rejected([])
+        raise
+    try:
+        recorded = tracker().record(batch, enforce=query.enforce)
     except CarnilError as error:
+        _count_rejected(batch)
         raise from_domain(error, ("body",)) from None
+    _count_recorded(batch, recorded.duplicate)
+    return BatchResult(accepted=recorded.accepted, duplicates=recorded.duplicates)
 
 
 @api.endpoint("POST", "/v1/usage", "Record usage of a feature", roles=INGEST,
@@ -52,7 +59,11 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def _record_one(adapter: TypeAdapter, enforce: bool) -> Recorded:
-    event: Event = bodies.json_body(adapter)
+    try:
+        event: Event = bodies.json_body(adapter)
+    except Problem:
+        _count_rejected([])
+        raise
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is not None:
         if event.event_id is not None and event.event_id != key:
@@ -62,8 +73,25 @@ def _record_one(adapter: TypeAdapter, enforce: bool) -> Recorded:
     try:
         recorded = tracker().track_event(event, enforce=enforce)
     except CarnilError as error:
+        _count_rejected([event])
         raise from_domain(error, ("body",)) from None
+    _count_recorded([event], [not recorded])
     return Recorded(recorded=recorded, duplicate=not recorded)
+
+
+def _count_recorded(batch: list[Event], duplicate: list[bool]) -> None:
+    counter = current_app.extensions["carnil.metrics"].events_ingested
+    for event, replay in zip(batch, duplicate, strict=True):
+        counter.labels(event.type, "duplicate" if replay else "accepted").inc()
+
+
+def _count_rejected(batch: list[Event]) -> None:
+    """Events of a refused request; when it could not even be read, one "unknown" event."""
+    counter = current_app.extensions["carnil.metrics"].events_ingested
+    if not batch:
+        counter.labels("unknown", "rejected").inc()
+    for event in batch:
+        counter.labels(event.type, "rejected").inc()
 
 
 def _with_event_id(adapter: TypeAdapter, event: Event, key: str) -> Event:

@@ -1,4 +1,5 @@
-"""One structured (JSON) log line per request: what was asked, by which key, how it ended.
+"""One structured (JSON) log line per request — what was asked, by which key, how it ended —
+and its duration in the request histogram.
 
 Never the key itself, never a body: only the key's id, the route template and the outcome.
 """
@@ -21,12 +22,16 @@ def install(app: Flask) -> None:
 
     @app.after_request
     def _log(response: Response) -> Response:
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = g.get("route", "unmatched")
+        app.extensions["carnil.metrics"].request_duration.labels(
+            route, request.method, str(response.status_code)).observe(seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps({
                 "method": request.method,
-                "route": g.get("route", "unmatched"),
+                "route": route,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 3),
+                "duration_ms": round(seconds * 1000, 3),
                 "key_id": g.get("key_id"),
                 "bytes_in": request.content_length,
                 "remote": request.remote_addr,

@@ -119,6 +119,8 @@ def _responses(endpoint: Endpoint, components: _Components) -> dict:
     if endpoint.response is not None:
         ok["content"] = {"application/json": {
             "schema": components.schema(endpoint.response, "serialization")}}
+    elif endpoint.response_media_type is not None:
+        ok["content"] = {endpoint.response_media_type: {"schema": {"type": "string"}}}
     responses = {str(endpoint.status): ok}
     errors = set(endpoint.errors) | ({400, 401, 403} if not endpoint.public else set())
     if "{" in endpoint.path:  # an empty path parameter matches no route

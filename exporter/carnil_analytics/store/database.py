@@ -181,6 +181,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
                    "credit_ledger"),
     _create_tables("api_keys"),
     _create_tables("mirror_marks", "leases"),
+    _create_tables("labelled_customers", "label_baselines"),
 ]
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from ..models import AI_COST_METER, AI_TOKENS_METER, UsageLimit, from_micros, to_micros
 from ..money import from_nanos
 from ..periods import LimitPeriod, Window, limit_window
+from . import labels
 from .prepared import Prepared
 from .schema import credit_ledger, events, meters
 
@@ -189,10 +190,12 @@ def meter_usage_between(conn: Connection, customer_id: str, feature_id: str,
     return source.amount(total)
 
 
-def set_limit(conn: Connection, customer_id: str, limit: UsageLimit, now: datetime) -> MeterState:
+def set_limit(conn: Connection, customer_id: str, limit: UsageLimit, now: datetime,
+              max_customers: int) -> MeterState:
     """Create or replace a meter's limit; usage already in the current period counts."""
     state = load_meter(conn, customer_id, limit.feature_id, now, for_update=True)
     if state is None:
+        labels.ensure_labelled(conn, customer_id, max_customers, to_micros(now))
         state = MeterState(customer_id, limit.feature_id, None, None, None, None, None, 0.0,
                            False, 0.0)
         conn.execute(insert(meters).values(
@@ -223,10 +226,11 @@ def remove_limit(conn: Connection, customer_id: str, feature_id: str, now: datet
 
 
 def add_credits(conn: Connection, customer_id: str, feature_id: str, amount: float,
-                reason: str | None, now: datetime) -> float:
+                reason: str | None, now: datetime, max_customers: int) -> float:
     """Add ``amount`` (negative adjusts down) to a meter's balance and the ledger."""
     state = load_meter(conn, customer_id, feature_id, now, for_update=True)
     if state is None:
+        labels.ensure_labelled(conn, customer_id, max_customers, to_micros(now))
         conn.execute(insert(meters).values(
             customer_id=customer_id, feature_id=feature_id, period_usage=0.0,
             credit_metered=True, credit_balance=amount))

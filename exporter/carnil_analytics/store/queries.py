@@ -14,6 +14,7 @@ from .meters import MeterSource
 from .schema import rollups_hour, rollups_minute
 
 DAY_US = 86_400_000_000
+MINUTE_US = 60_000_000
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,15 @@ def meter_minutes(conn: Connection, customer_id: str, feature_id: str,
         .where(*source.where(rollups_minute, customer_id), rollups_minute.c.bucket_us >= since_us)
         .group_by(rollups_minute.c.bucket_us))
     return [(int(bucket), source.amount(total)) for bucket, total in rows]
+
+
+def trailing_rate(minutes: list[tuple[int, float]], now_us: int, window_us: int) -> float:
+    """Usage per minute over the ``window_us`` before ``now_us`` from per-minute sums; the
+    minute in which the window starts counts for the part of it inside the window."""
+    start_us, total = now_us - window_us, 0.0
+    for bucket_us, amount in minutes:
+        if bucket_us < start_us:
+            total += amount * max(0.0, (bucket_us + MINUTE_US - start_us) / MINUTE_US)
+        else:
+            total += amount
+    return total / (window_us / MINUTE_US)

@@ -153,6 +153,25 @@ leases = Table(
     Column("expires_us", BigInteger, nullable=False),
 )
 
+# Customers exported to Prometheus under their own label because they have (or had) a limit
+# or credits, even if they were not among the first prometheus.max_customers seen; once in,
+# never out. A customer that joined after it had been counted under "__other__" keeps there
+# what it had then (its baseline), so neither its own counters nor "__other__" ever go down.
+labelled_customers = Table(
+    "labelled_customers", metadata,
+    Column("customer_id", ID, primary_key=True),
+    Column("since_us", BigInteger, nullable=False),
+)
+
+label_baselines = Table(
+    "label_baselines", metadata,
+    Column("customer_id", ID, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("subject", ID, nullable=False),
+    *_measures(),
+    PrimaryKeyConstraint("customer_id", "kind", "subject"),
+)
+
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),
