@@ -405,3 +405,13 @@ def test_store_trouble_is_503_with_retry_after(client, app, monkeypatch):
     problem = assert_problem(answer, 503)
     assert answer.headers["Retry-After"] == "5"
     assert "/secret/path" not in problem["detail"]
+
+
+def test_a_configured_metrics_key_may_only_scrape(make_tracker, tmp_path):
+    tracker = make_tracker({"database": {"url": f"sqlite:///{tmp_path / 'm.db'}"},
+                            "auth": {"admin_key": ADMIN_KEY, "metrics_key": "scraper-key-42"}})
+    client = create_app(tracker=tracker).test_client()
+    answer = client.get("/metrics", headers=auth("scraper-key-42"))
+    assert answer.status_code == 200 and b"carnil_up 1.0" in answer.data
+    assert_problem(client.get("/v1/customers/c1/report", headers=auth("scraper-key-42")), 403)
+    assert_problem(client.get("/metrics", headers=auth("scraper-key-43")), 401)

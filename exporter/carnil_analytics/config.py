@@ -48,6 +48,7 @@ class ServerSettings(_Section):
 
 class AuthSettings(_Section):
     admin_key: SecretStr | None = None
+    metrics_key: SecretStr | None = None  # a fixed key of the "metrics" role, for Prometheus
 
 
 class InfluxDBSettings(_Section):

@@ -19,22 +19,27 @@ from ..store.keys import IssuedKey, Principal
 from .problems import Problem
 
 CONFIGURED_ADMIN = Principal(key_id="config", role="admin")
+CONFIGURED_METRICS = Principal(key_id="config-metrics", role="metrics")
 
 
 class KeyRing:
-    """Verifies bearer keys against the configured admin key and the key store."""
+    """Verifies bearer keys against the keys in the configuration and in the key store."""
 
     def __init__(self, db: Database, settings: Settings):
         self._db = db
-        admin_key = settings.auth.admin_key
-        # Kept only as a digest, compared digest to digest in constant time.
-        self._admin_digest = None if admin_key is None else \
-            hashlib.sha256(admin_key.get_secret_value().encode()).digest()
+        # Configured keys are kept only as digests, compared digest to digest in constant time.
+        self._configured = [(_digest(secret.get_secret_value()), principal)
+                            for secret, principal in ((settings.auth.admin_key, CONFIGURED_ADMIN),
+                                                      (settings.auth.metrics_key,
+                                                       CONFIGURED_METRICS))
+                            if secret is not None]
+        self._admin_configured = settings.auth.admin_key is not None
 
     def principal(self, key: str) -> Principal | None:
-        if self._admin_digest is not None and hmac.compare_digest(
-                self._admin_digest, hashlib.sha256(key.encode()).digest()):
-            return CONFIGURED_ADMIN
+        digest = _digest(key)
+        for configured, principal in self._configured:
+            if hmac.compare_digest(configured, digest):
+                return principal
         with self._db.reading() as conn:
             return keys.verify_key(conn, key)
 
@@ -48,12 +53,16 @@ class KeyRing:
 
     def ensure_admin(self) -> IssuedKey | None:
         """A new admin key when none is configured or stored (the first start), else None."""
-        if self._admin_digest is not None:
+        if self._admin_configured:
             return None
         with self._db.writing() as conn:
             if keys.has_admin_key(conn):
                 return None
             return keys.create_key(conn, "admin", None, datetime.now(UTC))
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
 
 
 def authenticate(ring: KeyRing) -> Principal:
