@@ -131,6 +131,7 @@ def _shipper(settings: Settings):
 
 
 def _influx_ship(settings: Settings, _args: argparse.Namespace) -> int:
+    from .influx.shipper import ShipperBusy
     from .influx.writers import TransientWriteError
 
     tracker, shipper = _shipper(settings)
@@ -140,6 +141,9 @@ def _influx_ship(settings: Settings, _args: argparse.Namespace) -> int:
         except TransientWriteError as exc:
             print(f"carnil-analytics: InfluxDB write failed: {exc}", file=sys.stderr)
             return 1
+        except ShipperBusy as exc:
+            print(f"carnil-analytics: {exc}", file=sys.stderr)
+            return 3
     return 0
 
 

@@ -33,6 +33,10 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+class ShipperBusy(Exception):
+    """Another process holds the shipping lease."""
+
+
 class Shipper:
     """Ships the outbox of one store to one InfluxDB."""
 
@@ -79,10 +83,18 @@ class Shipper:
     # ------------------------------------------------------------ one-shot runs
 
     def ship_all(self) -> int:
-        """Ship until the outbox is empty; raises ``TransientWriteError`` if InfluxDB fails."""
+        """Ship until the outbox is empty, holding the lease so no running server ships the same
+        events meanwhile. Raises ``ShipperBusy`` when another process holds the lease, and
+        ``TransientWriteError`` if InfluxDB fails."""
+        if not self._hold_lease():
+            raise ShipperBusy("another process is shipping (a running serve holds the lease)")
         total = 0
-        while shipped := self.ship_batch():
-            total += shipped
+        try:
+            while shipped := self.ship_batch():
+                total += shipped
+                self._hold_lease()
+        finally:
+            self._release_lease()
         return total
 
     def backfill(self, since: datetime) -> int:

@@ -77,6 +77,8 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._writers is not None:
+            self._writers.close()
 
 
 class _WriterQueue:
@@ -109,6 +111,11 @@ class _WriterQueue:
                     fcntl.flock(self._file, fcntl.LOCK_UN)
         finally:
             self._lock.release()
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._pid = self._file = None
 
     def _after_fork(self) -> None:
         """Locks and open files are per process: a forked child makes its own."""
