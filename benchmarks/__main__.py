@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checks, http_api, ingest, reports
+from . import checks, http_api, ingest, reports, shipping
 from .harness import (
     RATIO_NOTE,
     Plan,
@@ -24,6 +24,7 @@ SCENARIOS = [
     checks.check_usage_allowed,
     reports.month_report,
     *http_api.SCENARIOS,
+    shipping.shipping,
 ]
 
 

@@ -22,7 +22,7 @@ import yaml
 from sqlalchemy import func, select
 
 from carnil_analytics import UsageTracker
-from carnil_analytics.influx.shipper import Shipper, ShipperThread
+from carnil_analytics.influx.shipper import Shipper
 from carnil_analytics.influx.writers import make_writer
 from carnil_analytics.store import outbox
 from carnil_analytics.store.schema import events
@@ -277,7 +277,8 @@ def test_outage_mid_stream_loses_nothing_and_writes_nothing_twice(target, mirror
     tracker = mirrored_tracker(target.client_config(
         flush_interval_seconds=0.2, max_backoff_seconds=1.0, batch_size=100,
         timeout_seconds=2.0))
-    shipping = ShipperThread(shipper_for(tracker), grace_seconds=5.0)
+    shipper, stop = shipper_for(tracker), threading.Event()
+    shipping = threading.Thread(target=shipper.run, args=(stop,), daemon=True)
     shipping.start()
     try:
         with Tracking(tracker) as tracking:
@@ -299,7 +300,8 @@ def test_outage_mid_stream_loses_nothing_and_writes_nothing_twice(target, mirror
         wait_until(lambda: mark_of(tracker).shipped_seq == final, ARRIVAL_TIMEOUT,
                    lambda: f"shipped up to {mark_of(tracker).shipped_seq} of {final}")
     finally:
-        shipping.stop()
+        stop.set()
+        shipping.join(timeout=10)
     mark = mark_of(tracker)
     assert mark.write_errors > 0
     assert mark.points_rejected == 0

@@ -1,14 +1,19 @@
-"""``carnil-analytics serve``: the app under gunicorn (pre-forked workers with threads).
+"""``carnil-analytics serve``: the app under gunicorn (pre-forked workers with threads), and,
+with the InfluxDB mirror enabled, a shipper process beside them.
 
 Gunicorn's master handles SIGTERM gracefully: workers stop accepting, finish the requests in
-flight (up to ``server.graceful_timeout_seconds``) and exit. Each worker builds its own app and
-store connections after the fork.
+flight (up to ``server.graceful_timeout_seconds``) and exit; then the shipper ships what it can
+within ``influxdb.shutdown_grace_seconds``. Each worker builds its own app and store
+connections after the fork.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from flask import Flask
@@ -18,7 +23,8 @@ from .api import create_app
 from .api.auth import KeyRing
 from .api.logs import JsonLineFormatter
 from .config import Settings
-from .influx.shipper import Shipper, ShipperThread
+from .influx.shipper import Shipper
+from .influx.writers import make_writer
 from .tracker import UsageTracker
 
 log = logging.getLogger(__name__)
@@ -37,21 +43,41 @@ class _Gunicorn(BaseApplication):
         return self._app_factory()
 
 
-def _start_shipper(worker) -> None:
-    """In every worker: a shipper thread; the store's lease lets one of them ship at a time."""
-    app: Flask = worker.wsgi
-    tracker = app.extensions["carnil.tracker"]
-    settings = tracker.settings.influxdb
-    thread = ShipperThread(Shipper(tracker.db, settings, app.extensions["carnil.influxdb"]),
-                           settings.shutdown_grace_seconds)
-    app.extensions["carnil.shipper"] = thread
-    thread.start()
+def run_shipper(settings: Settings) -> None:
+    """The shipper process of ``serve``: ships until SIGTERM, then drains within the grace.
+
+    It runs apart from the workers so that building points never holds the GIL that request
+    threads wait for; the store's lease keeps it the only shipper, replicas included.
+    """
+    configure_logging()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with UsageTracker(settings) as tracker:
+        shipper = Shipper(tracker.db, settings.influxdb, make_writer(settings.influxdb))
+        shipper.run(stop)
+        shipper.drain(settings.influxdb.shutdown_grace_seconds)
 
 
-def _stop_shipper(_server, worker) -> None:
-    thread = worker.wsgi.extensions.get("carnil.shipper") if worker.wsgi else None
-    if thread is not None:
-        thread.stop()
+class _ShipperProcess:
+    """Starts the shipper process when gunicorn is ready and stops it when gunicorn exits."""
+
+    def __init__(self, settings: Settings):
+        self._settings, self._process = settings, None
+
+    def start(self, _arbiter) -> None:
+        context = multiprocessing.get_context("spawn")  # nothing of the master's state
+        self._process = context.Process(target=run_shipper, args=(self._settings,),
+                                        name="carnil-shipper")
+        self._process.start()
+
+    def stop(self, _arbiter) -> None:
+        if self._process is None or not self._process.is_alive():
+            return
+        self._process.terminate()  # SIGTERM: it drains what it can within the grace period
+        self._process.join(self._settings.influxdb.shutdown_grace_seconds + 5)
+        if self._process.is_alive():
+            self._process.kill()
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -91,8 +117,8 @@ def serve(settings: Settings, app_factory: Callable[[], Flask] | None = None) ->
         "control_socket_disable": True,  # several instances may share a host
     }
     if settings.influxdb.enabled:
-        options["post_worker_init"] = _start_shipper
-        options["worker_exit"] = _stop_shipper
+        shipper = _ShipperProcess(settings)
+        options["when_ready"], options["on_exit"] = shipper.start, shipper.stop
     log.info("serving on %s with %d workers × %d threads", options["bind"], server.workers,
              server.threads)
     _Gunicorn(app_factory or (lambda: create_app(settings)), options).run()

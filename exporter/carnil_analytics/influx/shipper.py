@@ -168,21 +168,3 @@ class Shipper:
                 outbox.count_write_error(conn, _now_us(), self._target)
         except StorageUnavailable:
             pass
-
-
-class ShipperThread:
-    """The shipper running in the background of a server process."""
-
-    def __init__(self, shipper: Shipper, grace_seconds: float):
-        self._shipper, self._grace = shipper, grace_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=shipper.run, args=(self._stop,),
-                                        name="influxdb-shipper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self._grace + 5)
-        self._shipper.drain(self._grace)

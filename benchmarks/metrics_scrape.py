@@ -1,0 +1,351 @@
+"""``/metrics`` of 10,000 customers × 3 features with limits and credits.
+
+The store is filled in bulk, straight into its tables in one transaction (lifetime totals,
+meters with their limits, current periods and credit balances, the labelled customers, and
+minute rollups in the rate window for half the meters), then scraped by the product's own
+``Scrape.render()`` over a ``StoreCollector`` with the cache off (ttl 0): every scrape reads
+the store. The baseline is what an exporter keeping the same values in memory would do:
+prometheus_client's labelled ``Counter``/``Gauge`` objects in a fresh ``CollectorRegistry``,
+set from the same data, rendered with ``generate_latest`` (with its ``_created`` series off,
+so both render the same samples; the two outputs are parsed and compared value by value).
+
+Also: the process's RSS before and after many scrapes (should stay flat), and — reported,
+not judged — a scrape just after the daily reset, while the daily meters have not been
+touched in their new period.
+
+``python -m benchmarks.metrics_scrape [--quick] [--runs N] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import pstats
+import random
+import sqlite3
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from carnil_analytics import UsageTracker
+from carnil_analytics.metrics.collector import StoreCollector
+from carnil_analytics.metrics.scrape import Scrape
+from carnil_analytics.metrics.service import ServiceMetrics
+from carnil_analytics.models import to_micros
+from carnil_analytics.periods import LimitPeriod, limit_window
+
+from .harness import RATIO_NOTE, Plan, Result, median_of, say, seconds, text_table
+
+FEATURES = (("api_calls", "daily"), ("storage_gb", "weekly"), ("exports", "monthly"))
+TARGET_MS = 1000.0
+MIN_RATIO = 3.0  # ours at least 3× faster than the baseline
+RSS_GROWTH = 0.10  # "flat": under 10 % growth
+MAX_CUSTOMERS = 1000  # prometheus.max_customers (the default)
+MINUTE_US = 60_000_000
+RATE_BUCKETS = 3  # minute rollups per active meter, all inside the 5-minute window
+WINDOW_MINUTES = 5
+
+
+@dataclass(frozen=True)
+class JudgedResult(Result):
+    """A row whose target is a rule of its own (shown in the target cell)."""
+
+    rule: str = ""
+    min_ratio: float | None = None  # also required: ratio ≥ this
+    max_growth: float | None = None  # instead of the target: ours ≤ baseline × (1 + this)
+
+    def meets_target(self) -> bool | None:
+        if self.max_growth is not None:
+            return self.ours <= self.baseline * (1 + self.max_growth)
+        met = super().meets_target()
+        if self.min_ratio is not None and met is not None:
+            return met and self.ratio >= self.min_ratio
+        return met
+
+    def cells(self, quick: bool) -> tuple[str, ...]:
+        cells = list(super().cells(quick))
+        if self.rule:
+            cells[4] = self.rule
+        if self.max_growth is not None and not quick:
+            cells[5] = "pass" if self.meets_target() else "MISS"
+        return tuple(cells)
+
+
+@dataclass
+class Meter:
+    customer: str
+    feature: str
+    period: str
+    usage: float  # lifetime
+    cost_nanos: int
+    events: int
+    limit: float
+    period_start_us: int
+    period_end_us: int
+    period_usage: float
+    balance: float
+    minutes: list[tuple[int, float]]  # (bucket_us, usage) in the rate window
+
+
+def metrics_scrape(plan: Plan) -> list[Result]:
+    customers = plan.pick(10_000, 200)
+    scrapes = plan.pick(100, 10)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with tempfile.TemporaryDirectory(prefix="carnil-bench-") as tmp:
+        path = f"{tmp}/carnil.db"
+        config = {"database": {"url": f"sqlite:///{path}"}, "cache": {"ttl": 0},
+                  "prometheus": {"max_customers": MAX_CUSTOMERS}}
+        with UsageTracker(config, clock=lambda: now) as tracker:  # creates the schema
+            say(f"metrics scrape: filling the store with {customers:,} customers × "
+                f"{len(FEATURES)} features ...")
+            data: list[Meter] = []
+            took = seconds(lambda: data.extend(_fill(path, customers, now)))
+            say(f"metrics scrape: filled in {took:.1f} s")
+
+            scrape = _scrape(tracker, lambda: now)
+            ours_text = scrape.render()
+            registry = _baseline(data, now)
+            base_text = _render_baseline(registry)
+            samples = _compare(ours_text, base_text)
+            say(f"metrics scrape: {samples:,} business samples, {len(ours_text) / 1e6:.1f} MB; "
+                "ours and the baseline agree")
+
+            ours_ms = median_of(plan.runs, lambda: 1000 * seconds(scrape.render))
+            base_ms = median_of(plan.runs, lambda: 1000 * seconds(
+                lambda: _render_baseline(registry)))
+            say(f"metrics scrape: ours {ours_ms:.0f} ms, prometheus_client {base_ms:.0f} ms "
+                f"per scrape ({base_ms / ours_ms:.2f}×)")
+
+            before_mb, after_mb = _rss_over(scrape, scrapes)
+            say(f"metrics scrape: RSS {before_mb:.1f} MB before {scrapes} scrapes, "
+                f"{after_mb:.1f} MB after")
+
+            # Just after midnight UTC every daily meter is in a new period that no event has
+            # touched yet: the collector works out those periods' usage at each scrape.
+            after_reset = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
+                                           UTC) + timedelta(seconds=30)
+            stale = _scrape(tracker, lambda: after_reset)
+            stale.render()
+            stale_ms = median_of(plan.runs, lambda: 1000 * seconds(stale.render))
+            say(f"metrics scrape: just after the daily reset {stale_ms:.0f} ms per scrape")
+
+    label = f"{_count(customers)} customers × {len(FEATURES)} features"
+    return [
+        JudgedResult(f"/metrics, {label}, limits & credits (ttl 0)", ours_ms, base_ms, "ms",
+                     TARGET_MS, higher_is_better=False,
+                     rule=f"≤ {TARGET_MS:,g} ms, ≥ {MIN_RATIO:g}×", min_ratio=MIN_RATIO),
+        JudgedResult(f"/metrics RSS after {scrapes} scrapes (baseline: before)", after_mb,
+                     before_mb, "MB", None, higher_is_better=False,
+                     rule=f"flat (< +{RSS_GROWTH:.0%})", max_growth=RSS_GROWTH),
+        Result(f"/metrics, {label}, just after the daily reset", stale_ms, base_ms, "ms", None,
+               higher_is_better=False),
+    ]
+
+
+def _scrape(tracker: UsageTracker, clock) -> Scrape:
+    """The product's scrape (as ``create_app`` builds it), with the cache off."""
+    return Scrape(StoreCollector(tracker.db, tracker.settings, clock), ServiceMetrics(), 0.0)
+
+
+def _fill(path: str, customers: int, now: datetime) -> list[Meter]:
+    """Totals, meters, labelled customers and minute rollups, in one transaction."""
+    rng = random.Random(42)
+    now_us = to_micros(now)
+    first_us = now_us - 30 * 86_400_000_000
+    minute_now = now_us - now_us % MINUTE_US
+    windows = {period: limit_window(LimitPeriod(period), now) for _, period in FEATURES}
+    data = []
+    for c in range(customers):
+        for feature, period in FEATURES:
+            window = windows[period]
+            events = rng.randint(1, 5000)
+            usage = float(rng.randint(events, events * 20))
+            minutes = []
+            if rng.random() < 0.5:  # half the meters were used in the last few minutes
+                minutes = [(minute_now - k * MINUTE_US, float(rng.randint(1, 50)))
+                           for k in range(RATE_BUCKETS)]
+            data.append(Meter(
+                customer=f"customer-{c:05d}", feature=feature, period=period, usage=usage,
+                cost_nanos=int(usage) * 1_000_000, events=events,
+                limit=float(rng.choice((10_000, 50_000, 100_000))),
+                period_start_us=to_micros(window.start), period_end_us=to_micros(window.end),
+                period_usage=float(rng.randint(0, int(usage))),
+                balance=float(rng.randint(-1000, 100_000)), minutes=minutes))
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO totals (customer_id, kind, subject, events, quantity, input_tokens, "
+            "output_tokens, cached_tokens, cost_nanos, first_recorded_us) "
+            "VALUES (?, 'usage', ?, ?, ?, 0, 0, 0, ?, ?)",
+            ((m.customer, m.feature, m.events, m.usage, m.cost_nanos,
+              first_us + i // len(FEATURES)) for i, m in enumerate(data)))
+        conn.executemany(
+            "INSERT INTO meters (customer_id, feature_id, limit_value, period, reset_anchor_us, "
+            "period_start_us, period_end_us, period_usage, credit_metered, credit_balance) "
+            "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, 1, ?)",
+            ((m.customer, m.feature, m.limit, m.period, m.period_start_us, m.period_end_us,
+              m.period_usage, m.balance) for m in data))
+        # As the product does when a limit is set: customers past the first max_customers
+        # seen get their own label for good (no baseline: nothing was folded before).
+        conn.executemany(
+            "INSERT INTO labelled_customers (customer_id, since_us) VALUES (?, ?)",
+            ((f"customer-{c:05d}", now_us) for c in range(MAX_CUSTOMERS, customers)))
+        conn.executemany(
+            "INSERT INTO rollups_minute (customer_id, bucket_us, kind, subject, events, "
+            "quantity, input_tokens, output_tokens, cached_tokens, cost_nanos) "
+            "VALUES (?, ?, 'usage', ?, 1, ?, 0, 0, 0, 0)",
+            ((m.customer, bucket, m.feature, amount) for m in data
+             for bucket, amount in m.minutes))
+        conn.execute("COMMIT")
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+    return data
+
+
+def _baseline(data: list[Meter], now: datetime) -> CollectorRegistry:
+    """The same values in prometheus_client's labelled metrics, as an in-memory exporter."""
+    registry = CollectorRegistry()
+    meter = ["customer", "feature"]
+    usage = Counter("carnil_usage", "Usage (feature units).", meter, registry=registry)
+    cost = Counter("carnil_usage_cost", "Cost (USD).", meter, registry=registry)
+    current = Gauge("carnil_usage_current", "Usage this period.", meter, registry=registry)
+    limit = Gauge("carnil_usage_limit", "Limit.", [*meter, "period"], registry=registry)
+    remaining = Gauge("carnil_usage_remaining", "Remaining.", meter, registry=registry)
+    ratio = Gauge("carnil_usage_limit_utilization_ratio", "Ratio.", meter, registry=registry)
+    reset = Gauge("carnil_usage_limit_reset_timestamp_seconds", "Reset.", meter,
+                  registry=registry)
+    exhaustion = Gauge("carnil_usage_limit_exhaustion_seconds", "Exhaustion.", meter,
+                       registry=registry)
+    rate = Gauge("carnil_usage_rate_per_minute", "Rate.", meter, registry=registry)
+    balance = Gauge("carnil_credit_balance", "Balance.", meter, registry=registry)
+    up = Gauge("carnil_up", "Up.", registry=registry)
+    folded = Gauge("carnil_exporter_customers_folded", "Folded.", registry=registry)
+    for m in data:
+        key = (m.customer, m.feature)
+        usage.labels(*key).inc(m.usage)
+        cost.labels(*key).inc(m.cost_nanos / 1e9)
+        per_minute = sum(amount for _, amount in m.minutes) / WINDOW_MINUTES
+        if per_minute > 0:
+            rate.labels(*key).set(per_minute)
+        balance.labels(*key).set(m.balance)
+        left = m.limit - m.period_usage
+        current.labels(*key).set(m.period_usage)
+        limit.labels(*key, m.period).set(m.limit)
+        remaining.labels(*key).set(left)
+        ratio.labels(*key).set(m.period_usage / m.limit)
+        reset.labels(*key).set(m.period_end_us / 1e6)
+        if per_minute > 0:
+            exhaustion.labels(*key).set(max(0.0, left) / (per_minute / 60))
+    up.set(1)
+    folded.set(0)
+    return registry
+
+
+def _render_baseline(registry: CollectorRegistry) -> bytes:
+    """``generate_latest`` without the ``_created`` series (which ours does not emit)."""
+    prometheus_client.disable_created_metrics()
+    try:
+        return generate_latest(registry)
+    finally:
+        prometheus_client.enable_created_metrics()
+
+
+def _compare(ours: bytes, baseline: bytes) -> int:
+    """Both outputs hold the same business samples with the same values; how many."""
+    def samples(text: bytes) -> dict:
+        out = {}
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name in ("carnil_exporter_scrape_duration_seconds",
+                               "carnil_events_ingested", "carnil_http_request_duration_seconds"):
+                continue
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    mine, theirs = samples(ours), samples(baseline)
+    if mine.keys() != theirs.keys():
+        missing, extra = theirs.keys() - mine.keys(), mine.keys() - theirs.keys()
+        raise AssertionError(f"the outputs differ: {len(missing)} samples missing from ours "
+                             f"(e.g. {sorted(missing)[:3]}), {len(extra)} extra "
+                             f"(e.g. {sorted(extra)[:3]})")
+    wrong = [k for k, v in mine.items() if abs(v - theirs[k]) > 1e-9 * max(1.0, abs(v))]
+    if wrong:
+        raise AssertionError(f"{len(wrong)} samples differ, e.g. "
+                             f"{[(k, mine[k], theirs[k]) for k in wrong[:3]]}")
+    return len(mine)
+
+
+def _rss_over(scrape: Scrape, scrapes: int) -> tuple[float, float]:
+    """RSS in MB before and after ``scrapes`` scrapes."""
+    gc.collect()
+    before = _rss_mb()
+    for _ in range(scrapes):
+        scrape.render()
+    gc.collect()
+    return before, _rss_mb()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _count(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def profile(customers: int, top: int = 25) -> str:
+    """cProfile of one ``StoreCollector.collect`` + ``generate_latest``, top functions."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    with tempfile.TemporaryDirectory(prefix="carnil-bench-") as tmp:
+        path = f"{tmp}/carnil.db"
+        config = {"database": {"url": f"sqlite:///{path}"}, "cache": {"ttl": 0}}
+        with UsageTracker(config, clock=lambda: now) as tracker:
+            _fill(path, customers, now)
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(StoreCollector(tracker.db, tracker.settings, lambda: now))
+            generate_latest(registry)  # warm-up
+            profiler = cProfile.Profile()
+            profiler.enable()
+            generate_latest(registry)
+            profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("cumulative")
+    stats.print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics_scrape",
+                                     description="Time /metrics of many customers.")
+    parser.add_argument("--quick", action="store_true", help="200 customers, a smoke run")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print a cProfile of one collect + generate_latest instead")
+    args = parser.parse_args(argv)
+    plan = Plan(quick=args.quick, runs=args.runs or (3 if args.quick else 5))
+    if args.profile:
+        print(profile(plan.pick(10_000, 200)))
+        return 0
+    results = metrics_scrape(plan)
+    print()
+    print(text_table(results, plan.quick))
+    print(RATIO_NOTE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
