@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checks, http_api, ingest, reports, shipping
+from . import checks, http_api, ingest, reports, shipping, soak
 from .harness import (
     RATIO_NOTE,
     Plan,
@@ -25,6 +25,7 @@ SCENARIOS = [
     reports.month_report,
     *http_api.SCENARIOS,
     shipping.shipping,
+    soak.memory_soak,
 ]
 
 

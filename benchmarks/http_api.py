@@ -83,7 +83,7 @@ def http_batch_ingest(plan: Plan, layout: Layout = DEFAULT_LAYOUT) -> list[Resul
     body = json.dumps([{"type": "usage", "customer_id": c, "feature_id": f, "usage": 1.0}
                        for c, f in (METERS[i % len(METERS)] for i in range(BATCH_SIZE))],
                       separators=(",", ":")).encode()
-    with _service(layout) as service:
+    with running_service(layout) as service:
         ours, bare = _compare(plan, service, "/v1/events", body)
     events = statistics.median(r.requests_per_s for r in ours) * BATCH_SIZE
     base = statistics.median(r.requests_per_s for r in bare) * BATCH_SIZE
@@ -99,7 +99,7 @@ def http_usage_single(plan: Plan, layout: Layout = DEFAULT_LAYOUT) -> list[Resul
     """``POST /v1/usage``, one event per request, 16 keep-alive clients."""
     name = f"HTTP POST /v1/usage, {CLIENTS} clients"
     body = json.dumps({"customer_id": CUSTOMER, "feature_id": FEATURE, "usage": 1.0}).encode()
-    with _service(layout) as service:
+    with running_service(layout) as service:
         ours, bare = _compare(plan, service, "/v1/usage", body)
     return _rate_and_p99(name, ours, bare, rate_target=1000, p99_target=20)
 
@@ -108,7 +108,7 @@ def http_check(plan: Plan, layout: Layout = DEFAULT_LAYOUT) -> list[Result]:
     """``POST .../check {"required": 1}`` on a meter with a limit and credits, 16 clients."""
     name = f"HTTP POST .../check, {CLIENTS} clients"
     feature = f"/v1/customers/{CUSTOMER}/features/{FEATURE}"
-    with _service(layout) as service:
+    with running_service(layout) as service:
         service.call("PUT", f"{feature}/limit", {"limit": 1_000_000, "period": "monthly"})
         service.call("POST", f"{feature}/credits", {"amount": 500_000})
         answer = service.call("POST", f"{feature}/check", {"required": 1})
@@ -232,7 +232,7 @@ class _Service:
 
 
 @contextmanager
-def _service(layout: Layout) -> Iterator[_Service]:
+def running_service(layout: Layout) -> Iterator[_Service]:
     """A server on a free loopback port and a fresh temporary database; stopped on exit."""
     if shutil.which("wrk") is None:
         raise RuntimeError("the HTTP scenarios need wrk on the PATH: apt-get install -y wrk")
