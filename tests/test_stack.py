@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"exporter", "influxdb", "prometheus", "alertmanager", "grafana"}
+SERVICES = {"exporter", "influxdb", "prometheus", "alertmanager", "grafana", "alert-webhook"}
+STATEFUL = {"exporter", "influxdb", "prometheus", "alertmanager", "grafana"}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_ports_are_loopback_and_data_is_in_named_volumes(compose):
             published = port if isinstance(port, str) else port.get("host_ip")
             assert str(published).startswith("127.0.0.1"), (name, port)
     named = set(compose["volumes"])
-    for service in SERVICES:
+    for service in STATEFUL:
         sources = {source for source in map(_source, compose["services"][service]["volumes"])
                    if not source.startswith("/")}
         assert sources and sources <= named, service
