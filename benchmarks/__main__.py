@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checks, http_api, ingest, reports, shipping, soak
+from . import checks, http_api, ingest, metrics_scrape, reports, shipping, soak
 from .harness import (
     RATIO_NOTE,
     Plan,
@@ -23,6 +23,7 @@ SCENARIOS = [
     ingest.track_events_batches,
     checks.check_usage_allowed,
     reports.month_report,
+    metrics_scrape.metrics_scrape,
     *http_api.SCENARIOS,
     shipping.shipping,
     soak.memory_soak,

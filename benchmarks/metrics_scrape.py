@@ -252,11 +252,13 @@ def _baseline(data: list[Meter], now: datetime) -> CollectorRegistry:
 
 def _render_baseline(registry: CollectorRegistry) -> bytes:
     """``generate_latest`` without the ``_created`` series (which ours does not emit)."""
+    was_on = getattr(prometheus_client.metrics, "_use_created", True)
     prometheus_client.disable_created_metrics()
     try:
         return generate_latest(registry)
     finally:
-        prometheus_client.enable_created_metrics()
+        if was_on:
+            prometheus_client.enable_created_metrics()
 
 
 def _compare(ours: bytes, baseline: bytes) -> int:

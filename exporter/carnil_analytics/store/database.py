@@ -182,6 +182,17 @@ def _create_tables(*names: str) -> Callable[[Connection], None]:
     return create
 
 
+def _number_customers(conn: Connection) -> None:
+    """The customers table, filled with the customers already recorded, oldest first."""
+    from .schema import customers, totals  # the tables as this migration knows them
+
+    metadata.create_all(conn, tables=[customers])
+    first = func.min(totals.c.first_recorded_us)
+    conn.execute(insert(customers).from_select(
+        ["customer_id"], select(totals.c.customer_id).group_by(totals.c.customer_id)
+        .order_by(first, totals.c.customer_id)))
+
+
 # Each entry brings the schema from version i to i + 1; append, never edit a released one.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_tables("events", "rollups_minute", "rollups_hour", "totals", "meters",
@@ -189,6 +200,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_tables("api_keys"),
     _create_tables("mirror_marks", "leases"),
     _create_tables("labelled_customers", "label_baselines"),
+    lambda conn: _number_customers(conn),
 ]
 
 

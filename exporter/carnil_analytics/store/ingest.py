@@ -157,6 +157,8 @@ def _write(conn: Connection, fresh: list[Recordable], recorded_us: int) -> None:
         upsert.run_many(conn, [
             {"customer_id": c, "bucket_us": b, "kind": k, "subject": s, **sums}
             for (c, b, k, s), sums in buckets.items()])
+    _NUMBER_CUSTOMERS.run_many(conn, [{"customer_id": c}
+                                      for c in dict.fromkeys(e.customer_id for e in fresh)])
     lifetime = _sum_by(fresh, lambda e: (e.customer_id, e.kind, e.subject))
     _UPSERT_TOTALS.run_many(conn, [
         {"customer_id": c, "kind": k, "subject": s, "first_recorded_us": recorded_us, **sums}
@@ -191,6 +193,9 @@ def _upsert(table: Table, key: tuple[str, ...]) -> Prepared:
 
 _INSERT_EVENT = Prepared(insert(events).values(
     {c.name: bindparam(c.name) for c in events.columns if c.name != "seq"}))
+_NUMBER_CUSTOMERS = Prepared(text(
+    "INSERT INTO customers (customer_id) VALUES (:customer_id) "
+    "ON CONFLICT (customer_id) DO NOTHING"))
 _ROLLUP_KEY = ("customer_id", "bucket_us", "kind", "subject")
 _UPSERT_MINUTE = _upsert(rollups_minute, _ROLLUP_KEY)
 _UPSERT_HOUR = _upsert(rollups_hour, _ROLLUP_KEY)

@@ -153,6 +153,15 @@ leases = Table(
     Column("expires_us", BigInteger, nullable=False),
 )
 
+# Every customer ever recorded, numbered in the order the store first saw them (the order of
+# commits, not of clocks): the first prometheus.max_customers have their own label.
+customers = Table(
+    "customers", metadata,
+    Column("number", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", ID, nullable=False, unique=True),
+    sqlite_autoincrement=True,
+)
+
 # Customers exported to Prometheus under their own label because they have (or had) a limit
 # or credits, even if they were not among the first prometheus.max_customers seen; once in,
 # never out. A customer that joined after it had been counted under "__other__" keeps there
