@@ -25,6 +25,7 @@ import io
 import pstats
 import random
 import sqlite3
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -94,6 +95,9 @@ class Meter:
     minutes: list[tuple[int, float]]  # (bucket_us, usage) in the rate window
 
 
+WARM_UP_SCRAPES = 5
+
+
 def metrics_scrape(plan: Plan) -> list[Result]:
     customers = plan.pick(10_000, 200)
     scrapes = plan.pick(100, 10)
@@ -124,8 +128,8 @@ def metrics_scrape(plan: Plan) -> list[Result]:
                 f"per scrape ({base_ms / ours_ms:.2f}×)")
 
             before_mb, after_mb = _rss_over(scrape, scrapes)
-            say(f"metrics scrape: RSS {before_mb:.1f} MB before {scrapes} scrapes, "
-                f"{after_mb:.1f} MB after")
+            say(f"metrics scrape: RSS {before_mb:.1f} MB over the first scrapes, "
+                f"{after_mb:.1f} MB over the last of {scrapes}")
 
             # Just after midnight UTC every daily meter is in a new period that no event has
             # touched yet: the collector works out those periods' usage at each scrape.
@@ -155,7 +159,8 @@ def _scrape(tracker: UsageTracker, clock) -> Scrape:
 
 
 def _fill(path: str, customers: int, now: datetime) -> list[Meter]:
-    """Totals, meters, labelled customers and minute rollups, in one transaction."""
+    """Customers, totals, meters, labelled customers and minute rollups, in one
+    transaction."""
     rng = random.Random(42)
     now_us = to_micros(now)
     first_us = now_us - 30 * 86_400_000_000
@@ -193,11 +198,13 @@ def _fill(path: str, customers: int, now: datetime) -> list[Meter]:
             "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, 1, ?)",
             ((m.customer, m.feature, m.limit, m.period, m.period_start_us, m.period_end_us,
               m.period_usage, m.balance) for m in data))
-        # As the product does when a limit is set: customers past the first max_customers
-        # seen get their own label for good (no baseline: nothing was folded before).
+        conn.executemany("INSERT INTO customers (customer_id) VALUES (?)",
+                         ((f"customer-{c:05d}",) for c in range(customers)))
+        # As the product does when a limit is set: every customer with one gets its own label
+        # for good (no baseline: nothing was folded before).
         conn.executemany(
             "INSERT INTO labelled_customers (customer_id, since_us) VALUES (?, ?)",
-            ((f"customer-{c:05d}", now_us) for c in range(MAX_CUSTOMERS, customers)))
+            ((f"customer-{c:05d}", now_us) for c in range(customers)))
         conn.executemany(
             "INSERT INTO rollups_minute (customer_id, bucket_us, kind, subject, events, "
             "quantity, input_tokens, output_tokens, cached_tokens, cost_nanos) "
@@ -287,13 +294,18 @@ def _compare(ours: bytes, baseline: bytes) -> int:
 
 
 def _rss_over(scrape: Scrape, scrapes: int) -> tuple[float, float]:
-    """RSS in MB before and after ``scrapes`` scrapes."""
-    gc.collect()
-    before = _rss_mb()
+    """Median RSS in MB after each of the first and of the last tenth of ``scrapes`` scrapes
+    (after a few warm-up ones). A single reading swings by tens of MB with the allocator's
+    high-water mark of one scrape; a leak shows as the later median above the earlier."""
+    for _ in range(WARM_UP_SCRAPES):
+        scrape.render()
+    readings = []
     for _ in range(scrapes):
         scrape.render()
-    gc.collect()
-    return before, _rss_mb()
+        gc.collect()
+        readings.append(_rss_mb())
+    tenth = max(1, scrapes // 10)
+    return statistics.median(readings[:tenth]), statistics.median(readings[-tenth:])
 
 
 def _rss_mb() -> float:
@@ -309,19 +321,18 @@ def _count(n: int) -> str:
 
 
 def profile(customers: int, top: int = 25) -> str:
-    """cProfile of one ``StoreCollector.collect`` + ``generate_latest``, top functions."""
+    """cProfile of one ``StoreCollector.render``, top functions."""
     now = datetime.now(UTC).replace(microsecond=0)
     with tempfile.TemporaryDirectory(prefix="carnil-bench-") as tmp:
         path = f"{tmp}/carnil.db"
         config = {"database": {"url": f"sqlite:///{path}"}, "cache": {"ttl": 0}}
         with UsageTracker(config, clock=lambda: now) as tracker:
             _fill(path, customers, now)
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(StoreCollector(tracker.db, tracker.settings, lambda: now))
-            generate_latest(registry)  # warm-up
+            collector = StoreCollector(tracker.db, tracker.settings, lambda: now)
+            collector.render()  # warm-up
             profiler = cProfile.Profile()
             profiler.enable()
-            generate_latest(registry)
+            collector.render()
             profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("cumulative")

@@ -9,6 +9,7 @@ import calendar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 
 class LimitPeriod(StrEnum):
@@ -74,6 +75,7 @@ def anchored_window(period: LimitPeriod, reset_at: datetime, now: datetime) -> W
     return Window(end - length, end)
 
 
+@lru_cache(maxsize=4096)  # a scrape asks this for every meter with the same "now"
 def limit_window(period: LimitPeriod, now: datetime, reset_at: datetime | None = None) -> Window:
     """The current period of a limit: calendar-aligned, or anchored on ``reset_at``."""
     now = now.astimezone(UTC)

@@ -1,4 +1,6 @@
-"""The store-backed collector: every business metric read from the store at scrape time.
+"""The store-backed collector: every business metric read from the store at scrape time,
+written in the Prometheus text format (``exposition.py`` says why not through
+prometheus_client's renderer).
 
 Counters come from durable lifetime totals, so they survive restarts and every replica reports
 the same values. Nothing per customer is kept between scrapes. A scrape never fails: if the
@@ -11,11 +13,9 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, or_, select
 
 from ..config import Settings
@@ -26,12 +26,13 @@ from ..store.database import Database
 from ..store.meters import MeterState
 from ..store.queries import trailing_rate
 from ..store.schema import MEASURES, meters, rollups_minute, totals
+from .exposition import TextFamily
 from .families import EXPORTER, business
 
 log = logging.getLogger(__name__)
 
 
-class StoreCollector(Collector):
+class StoreCollector:
     def __init__(self, db: Database, settings: Settings, clock: Callable[[], datetime]):
         self._db, self._clock = db, clock
         self._max_customers = settings.prometheus.max_customers
@@ -39,7 +40,8 @@ class StoreCollector(Collector):
         self._families = business(settings.pricing.currency)
         self._mirror = settings.influxdb.enabled
 
-    def collect(self) -> Iterator[Metric]:
+    def render(self) -> bytes:
+        """The business metrics in the Prometheus text format."""
         started = time.perf_counter()
         try:
             with self._db.reading() as conn:
@@ -48,12 +50,12 @@ class StoreCollector(Collector):
         except Exception:  # a scrape must still answer; the reason goes to the log
             log.exception("cannot read the store for /metrics")
             families, up = [], 0
-        yield from families
-        yield _single(EXPORTER["carnil_up"], up)
-        yield _single(EXPORTER["carnil_exporter_scrape_duration_seconds"],
-                      time.perf_counter() - started)
+        families.append(_single(EXPORTER["carnil_up"], up))
+        families.append(_single(EXPORTER["carnil_exporter_scrape_duration_seconds"],
+                                time.perf_counter() - started))
+        return "".join(family.text() for family in families).encode()
 
-    def _read(self, conn: Connection, now: datetime) -> list[Metric]:
+    def _read(self, conn: Connection, now: datetime) -> list[TextFamily]:
         family = {name: f.new() for name, f in self._families.items()}
         own_label = labels.labelled(conn, self._max_customers)
         folded = self._counters(conn, family, own_label)
@@ -90,28 +92,28 @@ class StoreCollector(Collector):
         now_us = to_micros(now)
         rates = self._rates(conn, now_us, own_label)
         for (customer, feature), rate in rates.items():
-            family["carnil_usage_rate_per_minute"].add_metric([customer, feature], rate)
+            family["carnil_usage_rate_per_minute"].add([customer, feature], rate)
         rows = conn.execute(select(meters).where(
             or_(meters.c.limit_value.is_not(None), meters.c.credit_metered)))
         for row in rows.all():
             state = MeterState.from_row(row)
             labels_ = [state.customer_id, state.feature_id]
             if state.credit_metered:
-                family["carnil_credit_balance"].add_metric(labels_, state.credit_balance)
+                family["carnil_credit_balance"].add(labels_, state.credit_balance)
             if not state.has_limit:
                 continue
             state.roll_over(conn, now)
             remaining = state.limit_value - state.period_usage
-            family["carnil_usage_current"].add_metric(labels_, state.period_usage)
-            family["carnil_usage_limit"].add_metric([*labels_, state.period], state.limit_value)
-            family["carnil_usage_remaining"].add_metric(labels_, remaining)
-            family["carnil_usage_limit_utilization_ratio"].add_metric(
+            family["carnil_usage_current"].add(labels_, state.period_usage)
+            family["carnil_usage_limit"].add([*labels_, state.period], state.limit_value)
+            family["carnil_usage_remaining"].add(labels_, remaining)
+            family["carnil_usage_limit_utilization_ratio"].add(
                 labels_, _ratio(state.period_usage, state.limit_value))
-            family["carnil_usage_limit_reset_timestamp_seconds"].add_metric(
+            family["carnil_usage_limit_reset_timestamp_seconds"].add(
                 labels_, state.period_end_us / 1e6)
             rate = rates.get(tuple(labels_), 0.0)
             if rate > 0:
-                family["carnil_usage_limit_exhaustion_seconds"].add_metric(
+                family["carnil_usage_limit_exhaustion_seconds"].add(
                     labels_, max(0.0, remaining) / (rate / 60))
 
     def _rates(self, conn: Connection, now_us: int,
@@ -143,15 +145,15 @@ def _emit_totals(family: dict, customer: str, kind: str, subject: str, sums) -> 
     sums = dict(zip(MEASURES, sums, strict=True))
     cost = from_nanos(int(sums["cost_nanos"]))
     if kind == "usage":
-        family["carnil_usage"].add_metric([customer, subject], sums["quantity"])
-        family["carnil_usage_cost"].add_metric([customer, subject], cost)
+        family["carnil_usage"].add([customer, subject], sums["quantity"])
+        family["carnil_usage_cost"].add([customer, subject], cost)
         return
     tokens = family["carnil_ai_tokens"]
     unspecified = sums["quantity"] - sums["input_tokens"] - sums["output_tokens"]
     for token_type, value in (("input", sums["input_tokens"]), ("output", sums["output_tokens"]),
                               ("cached", sums["cached_tokens"]), ("unspecified", unspecified)):
-        tokens.add_metric([customer, subject, token_type], value)
-    family["carnil_ai_cost"].add_metric([customer, subject], cost)
+        tokens.add([customer, subject, token_type], value)
+    family["carnil_ai_cost"].add([customer, subject], cost)
 
 
 def _add(into: list, values) -> None:
@@ -165,13 +167,13 @@ def _ratio(current: float, limit: float) -> float:
     return math.inf if current > 0 else 0.0
 
 
-def _single(definition, value: float) -> Metric:
-    metric = definition.new()
-    metric.add_metric([], value)
-    return metric
+def _single(definition, value: float) -> TextFamily:
+    family = definition.new()
+    family.add((), value)
+    return family
 
 
-def _mirror(conn: Connection, now: datetime) -> list[Metric]:
+def _mirror(conn: Connection, now: datetime) -> list[TextFamily]:
     mark = outbox.read_mark(conn)
     backlog = outbox.backlog(conn)
     oldest_age = 0.0 if backlog.oldest_recorded_us is None else \

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from .exposition import TextFamily
 
 
 @dataclass(frozen=True)
@@ -14,9 +14,8 @@ class Family:
     help: str
     labels: tuple[str, ...]
 
-    def new(self) -> Metric:
-        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
-        return cls(self.name, self.help, labels=self.labels)
+    def new(self) -> TextFamily:
+        return TextFamily(self.name, self.kind, self.help, self.labels)
 
 
 def business(currency: str) -> dict[str, Family]:

@@ -6,16 +6,13 @@ from __future__ import annotations
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from .collector import StoreCollector
 from .service import ServiceMetrics
 
 
 class Scrape:
     def __init__(self, collector: StoreCollector, service: ServiceMetrics, ttl_seconds: float):
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(collector)
+        self._collector = collector
         self._service, self._ttl = service, ttl_seconds
         self._lock = threading.Lock()
         self._rendered_at, self._business = float("-inf"), b""
@@ -23,7 +20,7 @@ class Scrape:
     def render(self) -> bytes:
         with self._lock:  # concurrent scrapes wait for one read instead of each doing one
             if time.monotonic() - self._rendered_at >= self._ttl:
-                self._business = generate_latest(self._registry)
+                self._business = self._collector.render()
                 self._rendered_at = time.monotonic()
             business = self._business
         return business + self._service.render()
