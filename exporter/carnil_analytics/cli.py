@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import ValidationError as PydanticValidationError
@@ -13,6 +15,9 @@ from pydantic import ValidationError as PydanticValidationError
 from .config import Settings, use_multiprocess_metrics
 from .errors import CarnilError, ConfigError
 from .store.keys import ROLES
+
+if TYPE_CHECKING:
+    from .influx.shipper import Shipper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,25 +124,18 @@ def _aware_date(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _shipper(settings: Settings):
-    from .influx.shipper import Shipper
-    from .influx.writers import make_writer
+def _with_shipper(settings: Settings, ship: Callable[[Shipper], str]) -> int:
+    """Run one shipping job to completion and print what it did; InfluxDB failing, or another
+    process holding the shipping lease, is an exit status and a line, not a traceback."""
+    from .influx.shipper import Shipper, ShipperBusy
+    from .influx.writers import TransientWriteError, make_writer
     from .tracker import UsageTracker
 
     if not settings.influxdb.enabled:
         raise ConfigError("influxdb.enabled is false: set it (or CARNIL_INFLUXDB_ENABLED=true)")
-    tracker = UsageTracker(settings)
-    return tracker, Shipper(tracker.db, settings.influxdb, make_writer(settings.influxdb))
-
-
-def _influx_ship(settings: Settings, _args: argparse.Namespace) -> int:
-    from .influx.shipper import ShipperBusy
-    from .influx.writers import TransientWriteError
-
-    tracker, shipper = _shipper(settings)
-    with tracker:
+    with UsageTracker(settings) as tracker:
         try:
-            print(f"shipped {shipper.ship_all()} events")
+            print(ship(Shipper(tracker.db, settings.influxdb, make_writer(settings.influxdb))))
         except TransientWriteError as exc:
             print(f"carnil-analytics: InfluxDB write failed: {exc}", file=sys.stderr)
             return 1
@@ -147,17 +145,13 @@ def _influx_ship(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _influx_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from .influx.writers import TransientWriteError
+def _influx_ship(settings: Settings, _args: argparse.Namespace) -> int:
+    return _with_shipper(settings, lambda shipper: f"shipped {shipper.ship_all()} events")
 
-    tracker, shipper = _shipper(settings)
-    with tracker:
-        try:
-            print(f"wrote {shipper.backfill(args.since)} events since {args.since.isoformat()}")
-        except TransientWriteError as exc:
-            print(f"carnil-analytics: InfluxDB write failed: {exc}", file=sys.stderr)
-            return 1
-    return 0
+
+def _influx_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    return _with_shipper(settings, lambda shipper: (
+        f"wrote {shipper.backfill(args.since)} events since {args.since.isoformat()}"))
 
 
 def _check_config(settings: Settings, _args: argparse.Namespace) -> int:
