@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
 import re
 import secrets
-import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,43 +33,24 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import yaml
+from monitoring import (
+    ALERTMANAGER_CONFIG,
+    HTTP,
+    PROMETHEUS_CONFIG,
+    RULES,
+    RUNBOOK,
+    build_rules,
+    running_binary,
+    tool,
+)
 
 from servers import HOST, free_port, running_server
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMETHEUS_DIR = ROOT / "provisioning" / "prometheus"
-RULES = PROMETHEUS_DIR / "rules" / "carnil.rules.yml"
-PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
-ALERTMANAGER_CONFIG = ROOT / "provisioning" / "alertmanager" / "alertmanager.yml"
-RUNBOOK = ROOT / "docs" / "runbook.md"
-INSTALL = "apt-get install --no-install-recommends prometheus prometheus-alertmanager"
-START_TIMEOUT_SECONDS = 30.0
 WAIT_SECONDS = 20.0  # each wait; the whole module normally takes about 25 s
 TIMERS = ("group_wait", "group_interval", "repeat_interval")
-HTTP = requests.Session()
-HTTP.trust_env = False  # never a proxy: every server here is on 127.0.0.1
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def binary(*names: str) -> str:
-    """The path of the first of ``names`` on PATH; fails (never skips) when there is none."""
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(f"{' / '.join(names)} not found on PATH; this test needs it: {INSTALL}",
-                pytrace=False)
-
-
-def build_rules():
-    """A fresh instance of build_rules.py: changing its THRESHOLDS changes nobody else's."""
-    spec = importlib.util.spec_from_file_location("build_rules_e2e",
-                                                  PROMETHEUS_DIR / "build_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def seconds_for_minutes(duration: str) -> str:
@@ -136,35 +114,6 @@ def alertmanager_config(tmp_path: Path, webhook_url: str, token_file: Path) -> P
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
-
-
-@contextlib.contextmanager
-def running_binary(args: list[str], ready_url: str, log: Path) -> Iterator[None]:
-    """A server binary in its own process group, ready when ``ready_url`` answers 200;
-    stopped (SIGTERM, then SIGKILL) whatever happens."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, process_group=0)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{args[0]} exited with {process.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(requests.RequestException):
-                if HTTP.get(ready_url, timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"{args[0]} not ready after {START_TIMEOUT_SECONDS} s:\n"
-                            f"{log.read_text()}")
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass(frozen=True)
@@ -232,9 +181,9 @@ def runbook_anchors() -> set[str]:
 
 
 def test_shipped_alerts_reach_the_webhook(tmp_path):
-    prometheus = binary("prometheus")
-    alertmanager = binary("prometheus-alertmanager", "alertmanager")
-    module = build_rules()
+    prometheus = tool("prometheus")
+    alertmanager = tool("prometheus-alertmanager", "alertmanager")
+    module = build_rules("build_rules_e2e")
     shipped_alerts = {rule["alert"]: rule for group in module.rules()["groups"]
                       for rule in group["rules"] if "alert" in rule}
     rules = render_short_rules(tmp_path, module)

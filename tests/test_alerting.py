@@ -8,37 +8,38 @@ never skip.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib.util
 import json
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
+from monitoring import (
+    ALERTMANAGER_CONFIG,
+    HTTP,
+    PROMETHEUS_CONFIG,
+    PROMETHEUS_DIR,
+    ROOT,
+    RULES,
+    RUNBOOK,
+    build_rules,
+    running_binary,
+    tool,
+)
 
 from carnil_analytics.metrics.families import EXPORTER, business
 from carnil_analytics.metrics.service import ServiceMetrics
 
 from servers import HOST, free_port, running_server
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMETHEUS_DIR = ROOT / "provisioning" / "prometheus"
-RULES = PROMETHEUS_DIR / "rules" / "carnil.rules.yml"
 RULE_TESTS = PROMETHEUS_DIR / "tests" / "carnil.rules.test.yml"
-PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
-ALERTMANAGER_CONFIG = ROOT / "provisioning" / "alertmanager" / "alertmanager.yml"
-RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/carnil/carnil-analytics/blob/main/docs/runbook.md"
 
 SPEC_ALERTS = {
@@ -49,21 +50,7 @@ SPEC_ALERTS = {
 }
 SEVERITIES = {"critical", "warning", "info"}
 RECEIVERS = {"critical": "pager", "warning": "default", "info": "low-priority"}
-START_TIMEOUT_SECONDS = 30.0
 WAIT_SECONDS = 30.0
-INSTALL = "apt-get install --no-install-recommends prometheus prometheus-alertmanager"
-HTTP = requests.Session()
-HTTP.trust_env = False  # never a proxy: every server here is on 127.0.0.1
-
-
-def tool(*names: str) -> str:
-    """The path of the first of ``names`` on PATH; fails the test when there is none."""
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(f"{' / '.join(names)} not found on PATH; these tests need it: {INSTALL}",
-                pytrace=False)
 
 
 def run(*args: str | Path, cwd: Path = ROOT) -> str:
@@ -77,13 +64,6 @@ def run(*args: str | Path, cwd: Path = ROOT) -> str:
 
 def load_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def build_rules():
-    spec = importlib.util.spec_from_file_location("build_rules", PROMETHEUS_DIR / "build_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def rules() -> list[dict]:
@@ -309,35 +289,6 @@ def test_alerts_route_by_severity(severity):
 
 
 # -- the real servers -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def running_binary(args: list[str], ready_url: str, log: Path) -> Iterator[None]:
-    """Start a server binary in its own process group, wait until ``ready_url`` answers 200,
-    and stop it (SIGTERM, then SIGKILL) whatever happens."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, process_group=0)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{args[0]} exited with {process.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(requests.RequestException):
-                if HTTP.get(ready_url, timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"{args[0]} not ready after {START_TIMEOUT_SECONDS} s:\n"
-                            f"{log.read_text()}")
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wait_for(check, what: str):
