@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from flask import request
+from flask import current_app, request
 from pydantic import Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -22,15 +22,20 @@ _EVENT_TYPES = {"usage", "ai_usage"}
 
 
 def raw_body(accepted: tuple[str, ...] = (JSON,)) -> bytes:
-    """The body, if its media type is accepted (else 415) and it is not empty (else 400).
-
-    Its size is bounded by Flask's ``MAX_CONTENT_LENGTH`` (``server.max_body_bytes``), which
-    answers 413 whether or not the client declared a length.
-    """
+    """The body, if its media type is accepted (else 415), not over ``server.max_body_bytes``
+    (else 413) and not empty (else 400)."""
     if request.mimetype not in accepted:
         raise Problem(415, "unsupported-media-type", "Unsupported Media Type",
                       f"send the body as {' or '.join(accepted)}")
-    data = request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None:
+        # A chunked body: Werkzeug would silently cut it at the limit (and a cut NDJSON batch
+        # still parses), so read one byte past the limit from the server's stream to know.
+        data = request.environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise too_large(f"the body is larger than {limit} bytes (server.max_body_bytes)")
+    else:
+        data = request.get_data(cache=False)  # Flask answers 413 for a declared excess
     if not data.strip():
         raise invalid([FieldError(("body",), "the body is empty")])
     return data
@@ -86,9 +91,12 @@ def _line_event(index: int, line: bytes) -> Event:
 
 def _check_count(count: int, max_events: int) -> None:
     if count > max_events:
-        raise Problem(413, "payload-too-large", "Payload Too Large",
-                      f"the batch has {count} events; at most {max_events} "
-                      "(server.max_batch_events) fit in one request")
+        raise too_large(f"the batch has {count} events; at most {max_events} "
+                        "(server.max_batch_events) fit in one request")
+
+
+def too_large(detail: str) -> Problem:
+    return Problem(413, "payload-too-large", "Payload Too Large", detail)
 
 
 def _without_type(loc: tuple) -> tuple:

@@ -61,7 +61,8 @@ class SegmentConverter(PathConverter):
     """A path parameter: any characters (a "/" too, since ids may hold one), so a malformed id
     reaches validation and is answered 400, not 404."""
 
-    regex = "(?s:[^/].*?)"
+    regex = "(?s:.+?)"
+    part_isolating = False  # may span "/"; Werkzeug guesses from the regex otherwise
 
 
 class ApiBlueprint(Blueprint):

@@ -7,6 +7,7 @@ into a 500 or a traceback: unexpected exceptions are logged and answered with a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://carnil.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
+# Refused bodies up to this many times server.max_body_bytes are read off the connection.
+DRAIN_LIMIT_FACTOR = 8
 
 
 class Problem(Exception):
@@ -113,16 +116,17 @@ def install(app: Flask) -> None:
 
     @app.after_request
     def _drain_unread_body(response: Response) -> Response:
-        # A request refused before its body was read (401, 403, 415...) leaves the body on the
-        # socket; gunicorn drains only 64 KiB of it and then drops the kept-alive connection.
-        # Reading what fits the body limit keeps the connection usable; a body over the limit
-        # cannot be kept, and gunicorn closes the connection after the 413.
-        if response.status_code >= 400 and request.content_length:
-            try:
-                while request.stream.read(64 * 1024):
+        # A request refused before its body was read (401, 403, 413, 415...) leaves the body
+        # on the socket; gunicorn drains only 64 KiB of it and then drops the kept-alive
+        # connection it has just announced. Reading the rest (up to a bound) keeps the
+        # connection usable; a body beyond the bound is not worth reading.
+        length = request.content_length
+        if response.status_code >= 400 and length and \
+                length <= DRAIN_LIMIT_FACTOR * app.config["MAX_CONTENT_LENGTH"]:
+            stream = request.environ["wsgi.input"]
+            with contextlib.suppress(OSError, ValueError):
+                while stream.read(64 * 1024):
                     pass
-            except (HTTPException, OSError):
-                pass
         return response
 
     @app.errorhandler(Exception)
