@@ -80,18 +80,18 @@ def _record_one(adapter: TypeAdapter, enforce: bool) -> Recorded:
 
 
 def _count_recorded(batch: list[Event], duplicate: list[bool]) -> None:
-    counter = current_app.extensions["carnil.metrics"].events_ingested
+    metrics = current_app.extensions["carnil.metrics"]
     for event, replay in zip(batch, duplicate, strict=True):
-        counter.labels(event.type, "duplicate" if replay else "accepted").inc()
+        metrics.count_event(event.type, "duplicate" if replay else "accepted")
 
 
 def _count_rejected(batch: list[Event]) -> None:
     """Events of a refused request; when it could not even be read, one "unknown" event."""
-    counter = current_app.extensions["carnil.metrics"].events_ingested
+    metrics = current_app.extensions["carnil.metrics"]
     if not batch:
-        counter.labels("unknown", "rejected").inc()
+        metrics.count_event("unknown", "rejected")
     for event in batch:
-        counter.labels(event.type, "rejected").inc()
+        metrics.count_event(event.type, "rejected")
 
 
 def _with_event_id(adapter: TypeAdapter, event: Event, key: str) -> Event:

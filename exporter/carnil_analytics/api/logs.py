@@ -24,8 +24,8 @@ def install(app: Flask) -> None:
     def _log(response: Response) -> Response:
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         route = g.get("route", "unmatched")
-        app.extensions["carnil.metrics"].request_duration.labels(
-            route, request.method, str(response.status_code)).observe(seconds)
+        app.extensions["carnil.metrics"].observe_request(
+            route, request.method, response.status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps({
                 "method": request.method,

@@ -16,13 +16,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from ..config import DatabaseSettings
 from ..errors import ConfigError, StorageUnavailable
+from .prepared import Prepared
 from .schema import metadata, schema_version
 
 log = logging.getLogger(__name__)
@@ -71,14 +82,20 @@ class Database:
             yield conn
 
     def check_writable(self) -> None:
-        """Take the write lock and let it go: ``StorageUnavailable`` if that cannot be done."""
+        """Write one row: ``StorageUnavailable`` if the store is locked too long, read-only
+        or out of space."""
         with self.writing() as conn:
-            conn.exec_driver_sql("SELECT 1")
+            _PROBE.run(conn, {"name": "readyz", "checked_us": time.time_ns() // 1000})
 
     def close(self) -> None:
         self.engine.dispose()
         if self._writers is not None:
             self._writers.close()
+
+
+_PROBE = Prepared(text(
+    "INSERT INTO health_probe (name, checked_us) VALUES (:name, :checked_us) "
+    "ON CONFLICT (name) DO UPDATE SET checked_us = excluded.checked_us"))
 
 
 class _WriterQueue:
@@ -201,11 +218,18 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_tables("mirror_marks", "leases"),
     _create_tables("labelled_customers", "label_baselines"),
     lambda conn: _number_customers(conn),
+    _create_tables("health_probe"),
 ]
 
 
 def migrate(db: Database) -> int:
-    """Bring the schema up to date in one transaction; returns the version."""
+    """Bring the schema up to date in one transaction; returns the version.
+
+    An up-to-date store is only read: a server process starting while another holds the
+    write lock (or the disk is full) must not fail to boot for a migration it does not need.
+    """
+    if _version(db) == len(MIGRATIONS):
+        return len(MIGRATIONS)
     with db.engine.connect() as conn:
         conn = conn.execution_options(**{_WRITE: True})
         with conn.begin():
@@ -223,3 +247,11 @@ def migrate(db: Database) -> int:
             elif current < len(MIGRATIONS):
                 conn.execute(update(schema_version).values(version=len(MIGRATIONS)))
     return len(MIGRATIONS)
+
+
+def _version(db: Database) -> int | None:
+    """The schema version, read without the write lock; None for a store without one."""
+    with db.engine.connect() as conn, conn.begin():
+        if not inspect(conn).has_table(schema_version.name):
+            return None
+        return conn.execute(select(func.max(schema_version.c.version))).scalar()

@@ -181,6 +181,13 @@ label_baselines = Table(
     PrimaryKeyConstraint("customer_id", "kind", "subject"),
 )
 
+# One row rewritten by every readiness check, so that "writable" means a write succeeded.
+health_probe = Table(
+    "health_probe", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("checked_us", BigInteger, nullable=False),
+)
+
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),
