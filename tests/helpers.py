@@ -1,4 +1,4 @@
-"""Assertions about what the store holds, shared by the tests."""
+"""Shared by the tests: assertions about what the store holds, and the role table of the API."""
 
 from __future__ import annotations
 
@@ -17,3 +17,16 @@ def assert_nothing_recorded(tracker: UsageTracker) -> None:
     """No event, rollup, total or ledger entry exists."""
     for table in (events, rollups_hour, totals, credit_ledger):
         assert count_rows(tracker, table) == 0, table.name
+
+
+# Which roles may call each API operation besides admin; "customer": for its own customer only.
+EXPECTED_ROLES = {
+    "events": {"ingest"}, "usage": {"ingest"}, "ai_usage": {"ingest"},
+    "report": {"read", "customer"}, "usage_metrics": {"read", "customer"},
+    "customer_ai_usage": {"read", "customer"}, "meter": {"read", "customer"},
+    "trends": {"read", "customer"}, "cost_analysis": {"read", "customer"},
+    "credits": {"read", "customer"}, "get_limit": {"read", "customer"},
+    "check": {"ingest", "customer"}, "add_credits": set(), "put_limit": set(),
+    "delete_limit": set(), "create_key": set(), "revoke_key": set(),
+    "metrics": {"metrics", "read"},
+}

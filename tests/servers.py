@@ -65,16 +65,10 @@ def run_cli(config_path: Path, *args: str, timeout: float = 30.0) -> subprocess.
                           timeout=timeout, env=cli_env(), check=False)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is left in process group ``pgid``."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for entry in proc.iterdir():
+def group_pids(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``, from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -84,8 +78,19 @@ def _group_alive(pgid: int) -> bool:
         # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
         fields = stat[stat.rfind(")") + 2:].split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in process group ``pgid``."""
+    if not Path("/proc").is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return bool(group_pids(pgid))
 
 
 class Server:

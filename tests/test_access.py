@@ -28,22 +28,12 @@ from carnil_analytics.api import auth as api_auth
 from carnil_analytics.api import create_app
 from carnil_analytics.store import keys as store_keys
 
+from helpers import EXPECTED_ROLES
 from servers import running_server
 
 PROBLEM = "application/problem+json"
 METRICS_KEY = f"test-metrics-{secrets.token_urlsafe(24)}"
 
-# Which roles may call each operation besides admin; "customer": for its own customer only.
-EXPECTED_ROLES = {
-    "events": {"ingest"}, "usage": {"ingest"}, "ai_usage": {"ingest"},
-    "report": {"read", "customer"}, "usage_metrics": {"read", "customer"},
-    "customer_ai_usage": {"read", "customer"}, "meter": {"read", "customer"},
-    "trends": {"read", "customer"}, "cost_analysis": {"read", "customer"},
-    "credits": {"read", "customer"}, "get_limit": {"read", "customer"},
-    "check": {"ingest", "customer"}, "add_credits": set(), "put_limit": set(),
-    "delete_limit": set(), "create_key": set(), "revoke_key": set(),
-    "metrics": {"metrics", "read"},
-}
 # Callers that hold no valid key: every protected route answers 401.
 UNAUTHENTICATED = ("none", "revoked", "wrong-secret", "truncated", "extended", "other-id",
                    "raw-secret", "basic")

@@ -10,6 +10,8 @@ import pytest
 
 from carnil_analytics.api import create_app
 
+from helpers import EXPECTED_ROLES
+
 ADMIN_KEY = "test-admin-key-0123456789"
 PROBLEM = "application/problem+json"
 
@@ -71,17 +73,6 @@ def concrete(path: str, customer: str) -> str:
             .replace("{key_id}", "nokey"))
 
 
-# Which roles may call each operation, besides admin; "customer" means: for its own customer.
-EXPECTED_ROLES = {
-    "events": {"ingest"}, "usage": {"ingest"}, "ai_usage": {"ingest"},
-    "report": {"read", "customer"}, "usage_metrics": {"read", "customer"},
-    "customer_ai_usage": {"read", "customer"}, "meter": {"read", "customer"},
-    "trends": {"read", "customer"}, "cost_analysis": {"read", "customer"},
-    "credits": {"read", "customer"}, "get_limit": {"read", "customer"},
-    "check": {"ingest", "customer"}, "add_credits": set(), "put_limit": set(),
-    "delete_limit": set(), "create_key": set(), "revoke_key": set(),
-    "metrics": {"metrics", "read"},
-}
 
 
 @pytest.mark.parametrize("role", ["admin", "ingest", "read", "metrics", "customer", None,

@@ -48,28 +48,12 @@ from pathlib import Path
 import requests
 
 from influx_servers import influxd, wait_until  # noqa: F401  (influxd is a fixture)
-from servers import Server, running_server
+from servers import Server, group_pids, running_server
 
 PROBLEM_JSON = "application/problem+json"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def group_pids(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid`` (serve's master, workers, shipper)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            pids.append(int(entry.name))
-    return sorted(pids)
 
 
 def resources(server: Server) -> dict[str, int]:
