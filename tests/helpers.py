@@ -30,3 +30,16 @@ EXPECTED_ROLES = {
     "delete_limit": set(), "create_key": set(), "revoke_key": set(),
     "metrics": {"metrics", "read"},
 }
+
+
+def operations(spec: dict):
+    """Every (method, path, operation) of an OpenAPI document."""
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            yield method.upper(), path, operation
+
+
+def concrete(path: str, customer: str) -> str:
+    """An OpenAPI path template with its parameters filled in."""
+    return (path.replace("{customer_id}", customer).replace("{feature_id}", "api")
+            .replace("{key_id}", "nokey"))

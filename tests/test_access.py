@@ -28,7 +28,7 @@ from carnil_analytics.api import auth as api_auth
 from carnil_analytics.api import create_app
 from carnil_analytics.store import keys as store_keys
 
-from helpers import EXPECTED_ROLES
+from helpers import EXPECTED_ROLES, concrete, operations
 from servers import running_server
 
 PROBLEM = "application/problem+json"
@@ -102,18 +102,6 @@ def assert_problem(answer, status: int) -> dict:
     return body
 
 
-def operations(server):
-    spec = server.get("/openapi.json", key=None).json()
-    for path, methods in spec["paths"].items():
-        for method, operation in methods.items():
-            yield method.upper(), path, operation
-
-
-def concrete(path: str, customer: str) -> str:
-    return (path.replace("{customer_id}", customer).replace("{feature_id}", "api")
-            .replace("{key_id}", "nokey"))
-
-
 def role_of(caller: str) -> str:
     return {"config-admin": "admin", "config-metrics": "metrics"}.get(caller, caller)
 
@@ -125,7 +113,7 @@ def test_every_route_answers_every_caller_as_declared(env, caller):
     key, role = callers[caller], role_of(caller)
     scheme = "Basic" if caller == "basic" else "Bearer"
     seen = set()
-    for method, path, operation in operations(server):
+    for method, path, operation in operations(server.get("/openapi.json", key=None).json()):
         public = "security" not in operation
         if not public:
             seen.add(operation["operationId"])

@@ -10,7 +10,7 @@ import pytest
 
 from carnil_analytics.api import create_app
 
-from helpers import EXPECTED_ROLES
+from helpers import EXPECTED_ROLES, concrete, operations
 
 ADMIN_KEY = "test-admin-key-0123456789"
 PROBLEM = "application/problem+json"
@@ -60,26 +60,13 @@ def assert_problem(answer, status: int) -> dict:
 
 # ------------------------------------------------------------------ roles and scopes
 
-def operations(client):
-    """Every (method, path, operation) of the served OpenAPI document."""
-    spec = client.get("/openapi.json").json
-    for path, methods in spec["paths"].items():
-        for method, operation in methods.items():
-            yield method.upper(), path, operation
-
-
-def concrete(path: str, customer: str) -> str:
-    return (path.replace("{customer_id}", customer).replace("{feature_id}", "api")
-            .replace("{key_id}", "nokey"))
-
-
 
 
 @pytest.mark.parametrize("role", ["admin", "ingest", "read", "metrics", "customer", None,
                                   "bogus"])
 def test_every_route_answers_every_role_as_declared(client, keys, role):
     seen = set()
-    for method, path, operation in operations(client):
+    for method, path, operation in operations(client.get("/openapi.json").json):
         if "security" not in operation:
             continue  # public routes
         seen.add(operation["operationId"])
