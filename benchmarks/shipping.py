@@ -67,7 +67,7 @@ def _filled_tracker(path: str, influxdb: dict, events: int) -> UsageTracker:
 def _ship_from_zero(tracker: UsageTracker) -> float:
     """Seconds to ship the whole outbox again (the mark rewound; points overwrite)."""
     with tracker.db.writing() as conn:
-        conn.execute(update(mirror_marks).values(shipped_seq=0))
+        conn.execute(update(mirror_marks).values(shipped_xact=0, shipped_seq=0))
     shipper = Shipper(tracker.db, tracker.settings.influxdb, make_writer(tracker.settings.influxdb))
     return seconds(shipper.ship_all)
 
@@ -94,7 +94,7 @@ def _to_victoria(plan: Plan, tmp: str, victoria: VictoriaMetrics, events: int) -
     ours = median_of(plan.runs, lambda: events / _ship_from_zero(tracker))
     say(f"shipping to VictoriaMetrics (v2): {ours:,.0f} points/s")
     with tracker.db.reading() as conn:
-        rows = outbox.pending(conn, 0, events)
+        rows = outbox.pending(conn, outbox.START, events)
 
     def write_api() -> None:  # influxdb-client's own batching WriteApi, same points
         with InfluxDBClient(url=config["url"], token=config.get("token") or "x",
@@ -112,7 +112,8 @@ def _to_victoria(plan: Plan, tmp: str, victoria: VictoriaMetrics, events: int) -
 
 def _lines(tracker: UsageTracker, events: int) -> list[str]:
     with tracker.db.reading() as conn:
-        return [event_point(row).to_line_protocol() for row in outbox.pending(conn, 0, events)]
+        rows = outbox.pending(conn, outbox.START, events)
+        return [event_point(row).to_line_protocol() for row in rows]
 
 
 def _ingest_while_shipping(plan: Plan, tmp: str, influxd: InfluxDB1) -> list[Result]:
@@ -131,7 +132,7 @@ def _ingest_while_shipping(plan: Plan, tmp: str, influxd: InfluxDB1) -> list[Res
 
     alone = p99_of_calls()
     with tracker.db.writing() as conn:
-        conn.execute(update(mirror_marks).values(shipped_seq=0))
+        conn.execute(update(mirror_marks).values(shipped_xact=0, shipped_seq=0))
     # As under serve: the shipper in a process of its own.
     shipper = multiprocessing.get_context("spawn").Process(target=run_shipper,
                                                            args=(tracker.settings,))

@@ -34,7 +34,7 @@ def test_a_replay_without_timestamp_later_is_still_a_replay(tracker, clock):
 def test_the_same_id_with_another_payload_is_a_conflict(tracker, clock, changed):
     original = {"feature_id": "api", "usage": 5, "timestamp": clock.now}
     tracker.track_usage("c1", event_id="evt-1", **original)
-    other = dict(original)
+    other, changed = dict(original), dict(changed)  # the parameter is shared by every store
     offset = changed.pop("timestamp_offset", None)
     other.update(changed)
     if offset:

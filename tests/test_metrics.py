@@ -530,16 +530,12 @@ def test_rate_and_exhaustion_gauges(make_app, clock):
 
 def _break_by_dropping_totals(tracker, _monkeypatch):
     """Really break the store: the table the counters are read from is gone."""
-    conn = sqlite3.connect(tracker.db.engine.url.database)
-    conn.execute("ALTER TABLE totals RENAME TO totals_away")
-    conn.commit()
-    conn.close()
+    with tracker.db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE totals RENAME TO totals_away")
 
     def repair():
-        conn = sqlite3.connect(tracker.db.engine.url.database)
-        conn.execute("ALTER TABLE totals_away RENAME TO totals")
-        conn.commit()
-        conn.close()
+        with tracker.db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE totals_away RENAME TO totals")
     return repair
 
 

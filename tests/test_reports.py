@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -188,11 +189,14 @@ events_strategy = st.lists(
     max_size=40)
 
 
+_EXAMPLES = itertools.count()
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=events_strategy)
-def test_report_buckets_sum_to_what_was_tracked(make_tracker, tmp_path_factory, clock, events):
-    tracker = make_tracker(path=tmp_path_factory.mktemp("prop") / "carnil.db")
+def test_report_buckets_sum_to_what_was_tracked(make_tracker, clock, events):
+    tracker = make_tracker(name=f"prop{next(_EXAMPLES)}")  # a fresh store per example
     batch = [{"type": "usage", "customer_id": "c1", "feature_id": feature, "usage": usage,
               "cost": cost / 1e6, "timestamp": clock.now - timedelta(seconds=ago)}
              for ago, feature, usage, cost in events]

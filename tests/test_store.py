@@ -6,7 +6,7 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text
 
 from carnil_analytics import StorageUnavailable, UsageLimit, UsageTracker
 from carnil_analytics.store.database import MIGRATIONS
@@ -29,6 +29,7 @@ def test_schema_is_versioned_and_reopening_keeps_everything(make_tracker, tmp_pa
     assert (meter.current, meter.remaining, meter.credit_balance) == (5, 5, 20)
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_in_wal_mode(tracker, tmp_path):
     tracker.track_usage("c1", "api", 1)
     with tracker.db.reading() as conn:
@@ -37,6 +38,7 @@ def test_sqlite_runs_in_wal_mode(tracker, tmp_path):
         "PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+@pytest.mark.sqlite_only
 def test_synchronous_is_normal_by_default_and_full_on_request(make_tracker, tmp_path):
     with make_tracker().db.reading() as conn:
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
@@ -46,12 +48,11 @@ def test_synchronous_is_normal_by_default_and_full_on_request(make_tracker, tmp_
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
 
 
-def test_a_newer_schema_is_refused(make_tracker, tmp_path):
-    make_tracker().close()
-    conn = sqlite3.connect(tmp_path / "carnil.db")
-    conn.execute("UPDATE schema_version SET version = 999")
-    conn.commit()
-    conn.close()
+def test_a_newer_schema_is_refused(make_tracker):
+    tracker = make_tracker()
+    with tracker.db.engine.begin() as conn:
+        conn.execute(text("UPDATE schema_version SET version = 999"))
+    tracker.close()
     with pytest.raises(StorageUnavailable, match="newer than this release"):
         make_tracker()
 
@@ -85,15 +86,21 @@ def test_pruning_runs_by_itself_on_the_write_path(tracker, clock):
     assert count_rows(tracker, events) == 1
 
 
-def test_a_store_locked_too_long_is_unavailable_and_recovers(make_tracker, tmp_path):
-    tracker = make_tracker({"database": {"url": f"sqlite:///{tmp_path / 'carnil.db'}",
+# Another client holding what a write needs: SQLite's write lock, or PostgreSQL's lock on the
+# events table.
+HOLD_THE_WRITE_LOCK = {"sqlite": "BEGIN IMMEDIATE",
+                       "postgresql": "BEGIN; LOCK TABLE events IN EXCLUSIVE MODE"}
+
+
+def test_a_store_locked_too_long_is_unavailable_and_recovers(make_tracker, database_url, store):
+    tracker = make_tracker({"database": {"url": database_url(),
                                          "busy_timeout_seconds": 0.2}})
     tracker.track_usage("c1", "api", 1)
-    other = sqlite3.connect(tmp_path / "carnil.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
-    with pytest.raises(StorageUnavailable, match="locked"):
+    other = create_engine(database_url()).connect()
+    other.exec_driver_sql(HOLD_THE_WRITE_LOCK[store])
+    with pytest.raises(StorageUnavailable, match="locked|lock timeout"):
         tracker.track_usage("c1", "api", 1)
-    other.execute("ROLLBACK")
+    other.rollback()
     other.close()
     assert tracker.track_usage("c1", "api", 1)
     assert count_rows(tracker, events) == 2

@@ -20,6 +20,7 @@ def to_nanos(amount: float | int | Decimal) -> int:
     return int(exact.quantize(_ONE_NANO, rounding=ROUND_HALF_EVEN).scaleb(9))
 
 
-def from_nanos(nanos: int) -> float:
-    """The float nearest to an exact amount of nano-units."""
-    return nanos / NANOS_PER_UNIT
+def from_nanos(nanos: int | Decimal) -> float:
+    """The float nearest to an exact amount of nano-units (PostgreSQL sums integers into
+    Decimals)."""
+    return int(nanos) / NANOS_PER_UNIT

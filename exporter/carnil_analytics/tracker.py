@@ -222,7 +222,7 @@ class UsageTracker:
         with self.db.writing() as conn:
             expired = events.c.ts_us < events_before
             if self.settings.influxdb.enabled:  # the store keeps what the mirror still needs
-                expired = expired & (events.c.seq <= outbox.read_mark(conn).shipped_seq)
+                expired = expired & outbox.shipped(conn)
             deleted = conn.execute(delete(events).where(expired)).rowcount
             conn.execute(delete(rollups_minute).where(rollups_minute.c.bucket_us < minutes_before))
         return deleted

@@ -37,6 +37,10 @@ class ShipperBusy(Exception):
     """Another process holds the shipping lease."""
 
 
+class LeaseLost(ShipperBusy):
+    """The lease expired while a batch was in flight and another process took it."""
+
+
 class Shipper:
     """Ships the outbox of one store to one InfluxDB."""
 
@@ -55,12 +59,16 @@ class Shipper:
         """Ship the next batch after the mark; how many events it held (0: all shipped)."""
         with self._db.reading() as conn:
             mark = outbox.read_mark(conn, self._target)
-            rows = outbox.pending(conn, mark.shipped_seq, self._batch_size)
+            rows = outbox.pending(conn, mark.position, self._batch_size)
         if not rows:
             return 0
         written, rejected = self._deliver(rows, [line(row) for row in rows])
         with self._db.writing() as conn:
-            outbox.advance(conn, rows[-1].seq, written, rejected, _now_us(), self._target)
+            # Fenced: a holder that stalled past its lease (another took over) moves nothing.
+            if leases.holder(conn, LEASE, _now_us()) not in (None, self.holder):
+                raise LeaseLost("the shipping lease passed to another process")
+            outbox.advance(conn, outbox.position(rows[-1]), written, rejected, _now_us(),
+                           self._target)
         return len(rows)
 
     def _deliver(self, rows: list, lines: list[str]) -> tuple[int, int]:
@@ -99,14 +107,14 @@ class Shipper:
 
     def backfill(self, since: datetime) -> int:
         """Write again every retained event dated from ``since`` on, leaving the mark alone."""
-        cursor, total = 0, 0
+        cursor, total = outbox.START, 0
         while True:
             with self._db.reading() as conn:
                 rows = outbox.pending(conn, cursor, self._batch_size, to_micros(since))
             if not rows:
                 return total
             self._deliver(rows, [line(row) for row in rows])
-            cursor, total = rows[-1].seq, total + len(rows)
+            cursor, total = outbox.position(rows[-1]), total + len(rows)
 
     # ------------------------------------------------------------ background
 
@@ -122,6 +130,8 @@ class Shipper:
                 backoff = 0.0
                 if shipped < self._batch_size:
                     stop.wait(self._flush_interval)
+            except LeaseLost as exc:
+                log.warning("stopped shipping: %s", exc)
             except TransientWriteError as exc:
                 backoff = min(self._max_backoff, max(self._flush_interval, backoff * 2))
                 log.warning("InfluxDB write failed (%s); retrying in up to %.1f s", exc, backoff)
@@ -140,7 +150,7 @@ class Shipper:
         try:
             while time.monotonic() < deadline and self._holds_lease() and self.ship_batch():
                 pass
-        except (TransientWriteError, StorageUnavailable) as exc:
+        except (TransientWriteError, StorageUnavailable, LeaseLost) as exc:
             log.warning("shipping on shutdown stopped: %s", exc)
         finally:
             self._release_lease()

@@ -3,6 +3,11 @@
 SQLite runs in WAL mode, so readers never wait for the writer. Every write transaction starts
 with ``BEGIN IMMEDIATE``, which takes SQLite's write lock up front: a check-then-write inside it
 cannot be interleaved with another writer, in this process or any other sharing the file.
+
+PostgreSQL runs write transactions side by side (READ COMMITTED). What must not interleave
+takes a lock of its own inside the transaction (see ``locks``): a customer's meters and event
+ids, the numbering of new customers, and migrations. Waiting for any lock is bounded by
+``database.busy_timeout_seconds`` on both stores.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..config import DatabaseSettings
 from ..errors import ConfigError, StorageUnavailable
+from . import locks
 from .prepared import Prepared
 from .schema import metadata, schema_version
 
@@ -55,7 +61,7 @@ class Database:
             if self.dialect == "sqlite" else None
         try:
             self.engine = _sqlite_engine(url, settings) if self.dialect == "sqlite" \
-                else create_engine(url, pool_pre_ping=True)
+                else _server_engine(url, settings)
             migrate(self)
         except OperationalError as exc:
             raise StorageUnavailable(f"cannot open the store: {exc.orig}") from None
@@ -193,6 +199,15 @@ def _sqlite_engine(url: URL, settings: DatabaseSettings) -> Engine:
     return engine
 
 
+def _server_engine(url: URL, settings: DatabaseSettings) -> Engine:
+    """A client-server store (PostgreSQL): a pool sized for a worker's threads."""
+    lock_ms = int(settings.busy_timeout_seconds * 1000)
+    connect_args = {"options": f"-c lock_timeout={lock_ms}"} \
+        if url.get_backend_name() == "postgresql" else {}
+    return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True,
+                         connect_args=connect_args)
+
+
 def _create_tables(*names: str) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=[metadata.tables[name] for name in names])
@@ -210,6 +225,24 @@ def _number_customers(conn: Connection) -> None:
         .order_by(first, totals.c.customer_id)))
 
 
+def _order_by_transaction(conn: Connection) -> None:
+    """The ``xact`` of events and the mirror's mark on it (stores made before they existed get
+    0: their events are all committed); on PostgreSQL new events take their transaction's id."""
+    from .schema import events
+
+    present = {table: {c["name"] for c in inspect(conn).get_columns(table)}
+               for table in ("events", "mirror_marks")}
+    if "xact" not in present["events"]:
+        conn.execute(text("ALTER TABLE events ADD COLUMN xact BIGINT NOT NULL DEFAULT 0"))
+        next(i for i in events.indexes if i.name == "ix_events_outbox").create(conn)
+    if "shipped_xact" not in present["mirror_marks"]:
+        conn.execute(text(
+            "ALTER TABLE mirror_marks ADD COLUMN shipped_xact BIGINT NOT NULL DEFAULT 0"))
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE events ALTER COLUMN xact "
+                          "SET DEFAULT pg_current_xact_id()::text::bigint"))
+
+
 # Each entry brings the schema from version i to i + 1; append, never edit a released one.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_tables("events", "rollups_minute", "rollups_hour", "totals", "meters",
@@ -219,6 +252,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_tables("labelled_customers", "label_baselines"),
     lambda conn: _number_customers(conn),
     _create_tables("health_probe"),
+    _order_by_transaction,
 ]
 
 
@@ -233,6 +267,7 @@ def migrate(db: Database) -> int:
     with db.engine.connect() as conn:
         conn = conn.execution_options(**{_WRITE: True})
         with conn.begin():
+            locks.lock_migrations(conn)  # replicas starting together: one migrates
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
             if current > len(MIGRATIONS):

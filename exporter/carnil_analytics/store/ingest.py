@@ -16,9 +16,10 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, text
 from ..errors import IdempotencyConflict, InsufficientCredits, UsageLimitExceeded
 from ..models import AI_COST_METER, AI_TOKENS_METER
 from ..money import from_nanos
+from . import locks
 from .meters import MeterState, load_meters, save_meters
 from .prepared import Prepared
-from .schema import MEASURES, events, rollups_hour, rollups_minute, totals
+from .schema import MEASURES, customers, events, rollups_hour, rollups_minute, totals
 
 MINUTE_US = 60_000_000
 HOUR_US = 3_600_000_000
@@ -82,6 +83,7 @@ def record(conn: Connection, batch: list[Recordable], now: datetime, recorded_us
     Raises ``BatchError`` wrapping ``IdempotencyConflict``, ``UsageLimitExceeded`` or
     ``InsufficientCredits`` for the first event that cannot be recorded.
     """
+    locks.lock_customers(conn, {event.customer_id for event in batch})
     duplicate = _find_replays(conn, batch)
     fresh = [event for event, dup in zip(batch, duplicate, strict=True) if not dup]
     if fresh:
@@ -157,12 +159,23 @@ def _write(conn: Connection, fresh: list[Recordable], recorded_us: int) -> None:
         upsert.run_many(conn, [
             {"customer_id": c, "bucket_us": b, "kind": k, "subject": s, **sums}
             for (c, b, k, s), sums in buckets.items()])
-    _NUMBER_CUSTOMERS.run_many(conn, [{"customer_id": c}
-                                      for c in dict.fromkeys(e.customer_id for e in fresh)])
+    _number_customers(conn, list(dict.fromkeys(e.customer_id for e in fresh)))
     lifetime = _sum_by(fresh, lambda e: (e.customer_id, e.kind, e.subject))
     _UPSERT_TOTALS.run_many(conn, [
         {"customer_id": c, "kind": k, "subject": s, "first_recorded_us": recorded_us, **sums}
         for (c, k, s), sums in lifetime.items()])
+
+
+def _number_customers(conn: Connection, customer_ids: list[str]) -> None:
+    """Give customers seen for the first time the next numbers, in commit order."""
+    if conn.dialect.name != "sqlite":  # SQLite's write lock already orders commits
+        known = set(conn.execute(select(customers.c.customer_id).where(
+            customers.c.customer_id.in_(customer_ids))).scalars())
+        customer_ids = [c for c in customer_ids if c not in known]
+        if not customer_ids:
+            return
+        locks.lock_numbering(conn)
+    _NUMBER_CUSTOMERS.run_many(conn, [{"customer_id": c} for c in customer_ids])
 
 
 def _sum_by(batch: list[Recordable], key) -> dict[tuple, dict[str, float | int]]:
@@ -191,8 +204,8 @@ def _upsert(table: Table, key: tuple[str, ...]) -> Prepared:
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {added}"))
 
 
-_INSERT_EVENT = Prepared(insert(events).values(
-    {c.name: bindparam(c.name) for c in events.columns if c.name != "seq"}))
+_INSERT_EVENT = Prepared(insert(events).values(  # seq and xact: the store's defaults
+    {c.name: bindparam(c.name) for c in events.columns if c.name not in ("seq", "xact")}))
 _NUMBER_CUSTOMERS = Prepared(text(
     "INSERT INTO customers (customer_id) VALUES (:customer_id) "
     "ON CONFLICT (customer_id) DO NOTHING"))

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from ..models import AI_COST_METER, AI_TOKENS_METER, UsageLimit, from_micros, to_micros
 from ..money import from_nanos
 from ..periods import LimitPeriod, Window, limit_window
-from . import labels
+from . import labels, locks
 from .prepared import Prepared
 from .schema import credit_ledger, events, meters
 
@@ -193,6 +193,7 @@ def meter_usage_between(conn: Connection, customer_id: str, feature_id: str,
 def set_limit(conn: Connection, customer_id: str, limit: UsageLimit, now: datetime,
               max_customers: int) -> MeterState:
     """Create or replace a meter's limit; usage already in the current period counts."""
+    locks.lock_customers(conn, [customer_id])
     state = load_meter(conn, customer_id, limit.feature_id, now, for_update=True)
     if state is None:
         labels.ensure_labelled(conn, customer_id, max_customers, to_micros(now))
@@ -211,6 +212,7 @@ def set_limit(conn: Connection, customer_id: str, limit: UsageLimit, now: dateti
 
 def remove_limit(conn: Connection, customer_id: str, feature_id: str, now: datetime) -> bool:
     """Drop a meter's limit; False when it had none."""
+    locks.lock_customers(conn, [customer_id])
     state = load_meter(conn, customer_id, feature_id, now, for_update=True)
     if state is None or not state.has_limit:
         return False
@@ -228,6 +230,7 @@ def remove_limit(conn: Connection, customer_id: str, feature_id: str, now: datet
 def add_credits(conn: Connection, customer_id: str, feature_id: str, amount: float,
                 reason: str | None, now: datetime, max_customers: int) -> float:
     """Add ``amount`` (negative adjusts down) to a meter's balance and the ledger."""
+    locks.lock_customers(conn, [customer_id])
     state = load_meter(conn, customer_id, feature_id, now, for_update=True)
     if state is None:
         labels.ensure_labelled(conn, customer_id, max_customers, to_micros(now))

@@ -8,10 +8,12 @@ SQL and parameters. It still runs inside the SQLAlchemy connection's transaction
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
 
@@ -34,21 +36,29 @@ class Prepared:
     def run(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple]:
         """Execute once; the rows it returns (empty for DML)."""
         sql, order = self._for(conn)
-        cursor = conn.connection.driver_connection.cursor()
-        try:
+        with _cursor(conn, sql) as cursor:
             cursor.execute(sql, _bind(params, order))
             return cursor.fetchall() if cursor.description else []
-        finally:
-            cursor.close()
 
     def run_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         """Execute once per parameter set, in one driver call."""
         sql, order = self._for(conn)
-        cursor = conn.connection.driver_connection.cursor()
-        try:
+        with _cursor(conn, sql) as cursor:
             cursor.executemany(sql, [_bind(row, order) for row in rows])
-        finally:
-            cursor.close()
+
+
+@contextmanager
+def _cursor(conn: Connection, sql: str) -> Iterator[Any]:
+    """A driver cursor whose errors surface as SQLAlchemy's (``OperationalError``,
+    ``IntegrityError``, ...), as they would through ``conn.execute``."""
+    driver_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        yield cursor
+    except driver_error as exc:
+        raise DBAPIError.instance(sql, None, exc, driver_error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 def _bind(params: Mapping[str, Any], order: tuple[str, ...] | None):

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -26,10 +27,13 @@ metadata = MetaData()
 ID = String(128)
 
 # One row per recorded event, in a strictly increasing sequence (never reused, even after
-# pruning) that the InfluxDB mirror follows. Kept for ``ingest.max_event_age_days``.
+# pruning). Kept for ``ingest.max_event_age_days``. The InfluxDB mirror follows the events in
+# (xact, seq) order: see ``outbox``.
 events = Table(
     "events", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # SQLite's rowid alias must be spelled INTEGER; elsewhere 64 bits (BIGSERIAL).
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     Column("kind", String(16), nullable=False),  # "usage" | "ai_usage"
     Column("customer_id", ID, nullable=False),
     Column("subject", ID, nullable=False),  # feature_id or model_id
@@ -43,9 +47,14 @@ events = Table(
     Column("event_id", String(255)),
     Column("fingerprint", String(64)),  # hash of the payload, to tell a replay from a conflict
     Column("metadata", Text),  # JSON
+    # The id of the writing transaction on PostgreSQL (its default, set by a migration), so
+    # that the mirror can tell which events may still have company from transactions in
+    # flight. Always 0 on SQLite, whose transactions commit in sequence order.
+    Column("xact", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("customer_id", "event_id", name="uq_events_customer_event_id"),
     Index("ix_events_meter_ts", "customer_id", "kind", "subject", "ts_us"),
     Index("ix_events_ts", "ts_us"),
+    Index("ix_events_outbox", "xact", "seq"),
     sqlite_autoincrement=True,
 )
 
@@ -134,10 +143,12 @@ api_keys = Table(
     Column("revoked_us", BigInteger),
 )
 
-# How far the InfluxDB mirror has shipped the events (by sequence number), and its counts.
+# How far the InfluxDB mirror has shipped the events (their (xact, seq) position), and its
+# counts.
 mirror_marks = Table(
     "mirror_marks", metadata,
     Column("target", String(64), primary_key=True),
+    Column("shipped_xact", BigInteger, nullable=False, server_default=text("0")),
     Column("shipped_seq", BigInteger, nullable=False),
     Column("points_written", BigInteger, nullable=False),
     Column("points_rejected", BigInteger, nullable=False),

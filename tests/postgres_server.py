@@ -1,0 +1,155 @@
+"""A real PostgreSQL for the tests: Debian's server, started once per session on a loopback port.
+
+``PostgresServer.start()`` runs ``initdb`` and ``postgres`` (as the ``postgres`` user when the
+tests run as root, since the server refuses root) in a tmp dir of its own (pytest's are
+private to root), removed at ``stop()``, listening on 127.0.0.1 only, with durability switched off for speed (a test database is thrown away). Each test gets
+a database of its own, cloned from an empty template in a few milliseconds and dropped after.
+
+A missing server binary FAILS the tests that need it, with the package to install: CI must
+never pass without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from servers import free_port
+
+HOST = "127.0.0.1"
+USER = "carnil"
+START_TIMEOUT_SECONDS = 30.0
+TEMPLATE = "carnil_template"
+# Durability off and no background noise: test databases are scratch space.
+SERVER_SETTINGS = {
+    "listen_addresses": HOST, "fsync": "off", "synchronous_commit": "off",
+    "full_page_writes": "off", "max_connections": "300", "shared_buffers": "128MB",
+    "log_min_messages": "warning", "autovacuum": "off",
+}
+
+
+def binaries() -> Path:
+    """The newest installed PostgreSQL's bin directory; FAILS the test if there is none."""
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                      key=lambda p: int(p.parent.parent.name))
+    if not versions:
+        pytest.fail("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres): the "
+                    "store tests run on it and are never skipped. Install it (Debian: apt-get "
+                    "install postgresql).", pytrace=False)
+    return versions[-1].parent
+
+
+def _as_server_user(base: Path) -> list[str]:
+    """A command prefix that runs as ``postgres`` when we are root (and hands it ``base``)."""
+    if os.geteuid() != 0:
+        return []
+    shutil.chown(base, user=pwd.getpwnam("postgres").pw_uid)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@dataclass
+class PostgresServer:
+    base: Path
+    port: int
+    process: subprocess.Popen
+    _names = itertools.count(1)
+
+    @classmethod
+    def start(cls) -> PostgresServer:
+        bin_dir = binaries()
+        base = Path(tempfile.mkdtemp(prefix="carnil-postgres-"))
+        data_dir = base / "data"
+        prefix = _as_server_user(base)
+        initdb = subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data_dir), "-U",
+                                 USER, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+                                capture_output=True, text=True, timeout=120, check=False)
+        if initdb.returncode != 0:
+            shutil.rmtree(base, ignore_errors=True)
+            pytest.fail(f"initdb failed:\n{initdb.stdout}{initdb.stderr}", pytrace=False)
+        port = free_port()
+        settings = [arg for name, value in {**SERVER_SETTINGS, "port": str(port),
+                                            "unix_socket_directories": str(base)}.items()
+                    for arg in ("-c", f"{name}={value}")]
+        log = (base / "postgres.log").open("ab")
+        process = subprocess.Popen([*prefix, str(bin_dir / "postgres"), "-D", str(data_dir),
+                                    *settings], stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        server = cls(base, port, process)
+        server._wait_ready(base / "postgres.log")
+        server._make_template()
+        return server
+
+    def _make_template(self) -> None:
+        """The template every test database is cloned from: migrated to the current schema
+        once, so a test pays for a copy, not for creating every table."""
+        from carnil_analytics.config import DatabaseSettings
+        from carnil_analytics.store.database import Database
+
+        self.admin(f"CREATE DATABASE {TEMPLATE}")
+        Database(DatabaseSettings(url=self.url(TEMPLATE))).close()
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://{USER}@{HOST}:{self.port}/{database}"
+
+    def admin(self, sql: str) -> None:
+        """Run one statement as the superuser, outside any transaction (CREATE DATABASE)."""
+        import psycopg
+
+        with psycopg.connect(host=HOST, port=self.port, user=USER, dbname="postgres",
+                             autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql)
+
+    def new_database(self) -> str:
+        """A fresh database with the current schema and no data; its name."""
+        name = f"carnil_test_{os.getpid()}_{next(self._names)}"
+        self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # SIGINT is PostgreSQL's "fast shutdown": roll back sessions and stop. It goes to
+            # the postmaster itself (runuser, in between as root, does not pass it on).
+            pid_file = self.base / "data" / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _wait_ready(self, log: Path) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"postgres exited at start:\n{log.read_text()[-2000:]}",
+                            pytrace=False)
+            try:
+                psycopg.connect(host=HOST, port=self.port, user=USER, dbname="postgres",
+                                connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"postgres did not accept connections within "
+                                f"{START_TIMEOUT_SECONDS} s:\n{log.read_text()[-2000:]}",
+                                pytrace=False)
+                time.sleep(0.05)
