@@ -101,18 +101,17 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.db_path = self.tmp_path / "carnil.db"
-        self.configured_admin_key = f"test-admin-{secrets.token_urlsafe(24)}"
         defaults = {
             "database": {"url": f"sqlite:///{self.db_path}"},
             "server": {"host": HOST, "port": self.port},
-            "auth": {"admin_key": self.configured_admin_key},
+            "auth": {"admin_key": f"test-admin-{secrets.token_urlsafe(24)}"},
         }
         self.config = deep_merge(defaults, config or {})
         self.config["server"] = self.config["server"] | {"host": HOST, "port": self.port}
-        if self.config.get("auth", {}).get("admin_key") is None:  # {"auth": {"admin_key": None}}
-            self.config["auth"] = {k: v for k, v in self.config["auth"].items()
-                                   if k != "admin_key"}
-            self.configured_admin_key = None
+        # The configured admin key, if any: {"auth": {"admin_key": None}} leaves it out.
+        self.configured_admin_key = self.config["auth"].pop("admin_key", None)
+        if self.configured_admin_key is not None:
+            self.config["auth"]["admin_key"] = self.configured_admin_key
         self.admin_key: str | None = self.configured_admin_key
         self.config_path = self.tmp_path / "carnil.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))

@@ -7,7 +7,6 @@ thousand events costs a handful of statements, not thousands.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,16 +96,8 @@ def record(conn: Connection, batch: list[Recordable], now: datetime, recorded_us
 
 def _find_replays(conn: Connection, batch: list[Recordable]) -> list[bool]:
     """Mark events whose id is already recorded (or repeated earlier in the batch)."""
-    wanted = defaultdict(set)
-    for event in batch:
-        if event.event_id is not None:
-            wanted[event.customer_id].add(event.event_id)
-    seen: dict[tuple[str, str], str] = {}
-    for customer_id, ids in wanted.items():
-        rows = conn.execute(
-            select(events.c.event_id, events.c.fingerprint).where(
-                events.c.customer_id == customer_id, events.c.event_id.in_(list(ids))))
-        seen.update({(customer_id, event_id): fp for event_id, fp in rows})
+    seen = _recorded_fingerprints(
+        conn, {(e.customer_id, e.event_id) for e in batch if e.event_id is not None})
     duplicate = []
     for index, event in enumerate(batch):
         key = (event.customer_id, event.event_id)
@@ -119,6 +110,34 @@ def _find_replays(conn: Connection, batch: list[Recordable]) -> list[bool]:
         else:
             raise BatchError(index, IdempotencyConflict(event.customer_id, event.event_id))
     return duplicate
+
+
+def _recorded_fingerprints(conn: Connection, wanted: set[tuple[str, str]]
+                           ) -> dict[tuple[str, str], str]:
+    """The fingerprints of the (customer, event id) pairs already recorded.
+
+    PostgreSQL gets every pair in one round trip, joined through ``unnest`` so that each is
+    one probe of the unique index. SQLite, in process, is fastest with a query per customer.
+    """
+    if not wanted:
+        return {}
+    if conn.dialect.name == "postgresql":
+        customers_, ids = zip(*wanted, strict=True)
+        rows = _RECORDED_PAIRS.run(conn, {"customers": list(customers_), "ids": list(ids)})
+    else:
+        by_customer: dict[str, list[str]] = {}
+        for customer_id, event_id in wanted:
+            by_customer.setdefault(customer_id, []).append(event_id)
+        rows = [row for customer_id, ids in by_customer.items() for row in conn.execute(
+            select(events.c.customer_id, events.c.event_id, events.c.fingerprint).where(
+                events.c.customer_id == customer_id, events.c.event_id.in_(ids)))]
+    return {(customer_id, event_id): fp for customer_id, event_id, fp in rows}
+
+
+_RECORDED_PAIRS = Prepared(text(
+    "SELECT e.customer_id, e.event_id, e.fingerprint "
+    "FROM unnest(CAST(:customers AS text[]), CAST(:ids AS text[])) AS v(customer_id, event_id) "
+    "JOIN events e ON e.customer_id = v.customer_id AND e.event_id = v.event_id"))
 
 
 def _count_against_meters(batch: list[Recordable], duplicate: list[bool],
