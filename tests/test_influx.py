@@ -34,6 +34,7 @@ from servers import cli_env, run_cli, running_server
 # The fixtures: a fresh influxd 1.x (v1 API), and each of influxd and VictoriaMetrics (v2 API).
 influxd = influx_servers.influxd
 target = influx_servers.target
+victoria = influx_servers.victoria
 
 SPECIAL = "a.b:c@d/e+f-g_h"  # every character an id may hold besides letters and digits
 ARRIVAL_TIMEOUT = 30.0  # seconds for written points to become readable
@@ -538,3 +539,12 @@ def test_events_of_one_instant_a_million_seqs_apart_stay_two_points(influxd, mir
 def _all_seqs(tracker: UsageTracker) -> list:
     with tracker.db.reading() as conn:
         return conn.execute(select(events.c.seq).order_by(events.c.seq)).all()
+
+
+def test_a_url_with_a_path_prefix_is_kept(victoria, mirrored_tracker):
+    """A URL with a path works: how a VictoriaMetrics cluster's vminsert is addressed
+    (``/insert/<tenant>/influx``; a single node serves the same API under ``/influx``)."""
+    tracker = mirrored_tracker(victoria.client_config(url=f"{victoria.url}/influx"))
+    tracker.track_events(usage_events(10))
+    assert shipper_for(tracker).ship_all() == 10
+    assert wait_for_count(victoria, 10) == whole_sum(1, 10)
