@@ -8,7 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip install . && useradd --system --uid 10001 --home-dir /data carnil \
+# With the postgresql extra (psycopg): the same image runs on SQLite (CARNIL_DATABASE_URL
+# below) or on PostgreSQL (postgresql+psycopg://..., docker-compose.scale.yml).
+RUN pip install ".[postgresql]" && useradd --system --uid 10001 --home-dir /data carnil \
     && mkdir -p /data && chown carnil /data
 
 USER carnil

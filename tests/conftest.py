@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from carnil_analytics import UsageTracker
+
 from postgres_server import PostgresServer
 
 STORES = ("sqlite", "postgresql")

@@ -2,8 +2,10 @@
 
 ``PostgresServer.start()`` runs ``initdb`` and ``postgres`` (as the ``postgres`` user when the
 tests run as root, since the server refuses root) in a tmp dir of its own (pytest's are
-private to root), removed at ``stop()``, listening on 127.0.0.1 only, with durability switched off for speed (a test database is thrown away). Each test gets
-a database of its own, cloned from an empty template in a few milliseconds and dropped after.
+private to root), removed at ``stop()``. It listens on 127.0.0.1 only, with durability
+switched off for speed (a test database is thrown away). Each test gets a database of its
+own, cloned in a few milliseconds from a template migrated to the current schema, and
+dropped after.
 
 A missing server binary FAILS the tests that need it, with the package to install: CI must
 never pass without PostgreSQL.

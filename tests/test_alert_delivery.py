@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import yaml
+
 from monitoring import (
     ALERTMANAGER_CONFIG,
     HTTP,
@@ -43,7 +44,6 @@ from monitoring import (
     running_binary,
     tool,
 )
-
 from servers import HOST, free_port, running_server
 
 WAIT_SECONDS = 20.0  # each wait; the whole module normally takes about 25 s

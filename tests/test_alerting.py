@@ -21,6 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from carnil_analytics.metrics.families import EXPORTER, business
+from carnil_analytics.metrics.service import ServiceMetrics
+
 from monitoring import (
     ALERTMANAGER_CONFIG,
     HTTP,
@@ -33,10 +37,6 @@ from monitoring import (
     running_binary,
     tool,
 )
-
-from carnil_analytics.metrics.families import EXPORTER, business
-from carnil_analytics.metrics.service import ServiceMetrics
-
 from servers import HOST, free_port, running_server
 
 RULE_TESTS = PROMETHEUS_DIR / "tests" / "carnil.rules.test.yml"

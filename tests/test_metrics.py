@@ -5,7 +5,6 @@ cache, and the self metrics of the HTTP service."""
 
 from __future__ import annotations
 
-import sqlite3
 import types
 from datetime import UTC, datetime, timedelta
 
