@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, text
+from sqlalchemy import Connection, Table, select, text
 
 from ..errors import IdempotencyConflict, InsufficientCredits, UsageLimitExceeded
 from ..models import AI_COST_METER, AI_TOKENS_METER
 from ..money import from_nanos
 from . import locks
 from .meters import MeterState, load_meters, save_meters
-from .prepared import Prepared
+from .prepared import BulkInsert, Prepared
 from .schema import MEASURES, customers, events, rollups_hour, rollups_minute, totals
 
 MINUTE_US = 60_000_000
@@ -166,7 +166,7 @@ def _count_against_meters(batch: list[Recordable], duplicate: list[bool],
 
 
 def _write(conn: Connection, fresh: list[Recordable], recorded_us: int) -> None:
-    _INSERT_EVENT.run_many(conn, [
+    _INSERT_EVENTS.run(conn, [
         {"kind": e.kind, "customer_id": e.customer_id, "subject": e.subject, "ts_us": e.ts_us,
          "recorded_us": recorded_us, "quantity": e.quantity, "input_tokens": e.input_tokens,
          "output_tokens": e.output_tokens, "cached_tokens": e.cached_tokens,
@@ -175,12 +175,12 @@ def _write(conn: Connection, fresh: list[Recordable], recorded_us: int) -> None:
     for upsert, width in ((_UPSERT_MINUTE, MINUTE_US), (_UPSERT_HOUR, HOUR_US)):
         buckets = _sum_by(fresh, lambda e, w=width: (e.customer_id, e.ts_us - e.ts_us % w,
                                                      e.kind, e.subject))
-        upsert.run_many(conn, [
+        upsert.run(conn, [
             {"customer_id": c, "bucket_us": b, "kind": k, "subject": s, **sums}
             for (c, b, k, s), sums in buckets.items()])
     _number_customers(conn, list(dict.fromkeys(e.customer_id for e in fresh)))
     lifetime = _sum_by(fresh, lambda e: (e.customer_id, e.kind, e.subject))
-    _UPSERT_TOTALS.run_many(conn, [
+    _UPSERT_TOTALS.run(conn, [
         {"customer_id": c, "kind": k, "subject": s, "first_recorded_us": recorded_us, **sums}
         for (c, k, s), sums in lifetime.items()])
 
@@ -194,7 +194,7 @@ def _number_customers(conn: Connection, customer_ids: list[str]) -> None:
         if not customer_ids:
             return
         locks.lock_numbering(conn)
-    _NUMBER_CUSTOMERS.run_many(conn, [{"customer_id": c} for c in customer_ids])
+    _NUMBER_CUSTOMERS.run(conn, [{"customer_id": c} for c in customer_ids])
 
 
 def _sum_by(batch: list[Recordable], key) -> dict[tuple, dict[str, float | int]]:
@@ -209,25 +209,20 @@ def _sum_by(batch: list[Recordable], key) -> dict[tuple, dict[str, float | int]]
     return {k: dict(zip(MEASURES, v, strict=True)) for k, v in sums.items()}
 
 
-def _upsert(table: Table, key: tuple[str, ...]) -> Prepared:
+def _upsert(table: Table, key: tuple[str, ...]) -> BulkInsert:
     """INSERT … ON CONFLICT DO UPDATE that adds the summed columns to an existing row.
 
     Written as text, in the form SQLite (3.24+) and PostgreSQL both accept, because
     SQLAlchemy's ``on_conflict_do_update`` constructs cannot be compiled once and reused.
     """
-    columns = [c.name for c in table.columns]
     added = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in MEASURES)
-    return Prepared(text(
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(':' + c for c in columns)}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {added}"))
+    return BulkInsert(table, [c.name for c in table.columns],
+                      f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {added}")
 
 
-_INSERT_EVENT = Prepared(insert(events).values(  # seq and xact: the store's defaults
-    {c.name: bindparam(c.name) for c in events.columns if c.name not in ("seq", "xact")}))
-_NUMBER_CUSTOMERS = Prepared(text(
-    "INSERT INTO customers (customer_id) VALUES (:customer_id) "
-    "ON CONFLICT (customer_id) DO NOTHING"))
+_INSERT_EVENTS = BulkInsert(  # seq and xact: the store's defaults
+    events, [c.name for c in events.columns if c.name not in ("seq", "xact")])
+_NUMBER_CUSTOMERS = BulkInsert(customers, ["customer_id"], "ON CONFLICT (customer_id) DO NOTHING")
 _ROLLUP_KEY = ("customer_id", "bucket_us", "kind", "subject")
 _UPSERT_MINUTE = _upsert(rollups_minute, _ROLLUP_KEY)
 _UPSERT_HOUR = _upsert(rollups_hour, _ROLLUP_KEY)

@@ -8,11 +8,12 @@ SQL and parameters. It still runs inside the SQLAlchemy connection's transaction
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
@@ -59,6 +60,37 @@ def _cursor(conn: Connection, sql: str) -> Iterator[Any]:
         raise DBAPIError.instance(sql, None, exc, driver_error, dialect=conn.dialect) from exc
     finally:
         cursor.close()
+
+
+class BulkInsert:
+    """``INSERT INTO table (columns) … [conflict]`` of many rows in one call.
+
+    SQLite, in process, runs the row statement once per row (``executemany``). PostgreSQL
+    gets one statement whatever the number of rows: each column travels as one array and
+    ``unnest`` turns the arrays back into rows, so a batch costs one round trip and one plan
+    instead of one per row. ``conflict`` is an ``ON CONFLICT …`` clause both accept (rows of
+    one call must not conflict with each other).
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str], conflict: str = ""):
+        self._columns = tuple(columns)
+        names = ", ".join(self._columns)
+        self._per_row = Prepared(text(
+            f"INSERT INTO {table.name} ({names}) "
+            f"VALUES ({', '.join(':' + c for c in self._columns)}) {conflict}"))
+        arrays = ", ".join(
+            f"CAST(:{c} AS {table.c[c].type.compile(dialect=postgresql.dialect())}[])"
+            for c in self._columns)
+        self._unnested = Prepared(text(
+            f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {conflict}"))
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        if conn.dialect.name == "postgresql":
+            self._unnested.run(conn, {c: [row[c] for row in rows] for c in self._columns})
+        else:
+            self._per_row.run_many(conn, rows)
 
 
 def _bind(params: Mapping[str, Any], order: tuple[str, ...] | None):
