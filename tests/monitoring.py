@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "provisioning" / "prometheus"
@@ -35,6 +36,25 @@ def tool(*names: str) -> str:
             return path
     pytest.fail(f"{' / '.join(names)} not found on PATH; these tests need it: {INSTALL}",
                 pytrace=False)
+
+
+def promtool_check_config(path: Path, scratch: Path) -> str:
+    """``promtool check config`` with everything it checks, on a copy of ``path`` in
+    ``scratch`` whose only change is where the files are: the key file (which exists only in
+    the stack) and the rule files (relative to the original). Its output; fails on an error."""
+    config = yaml.safe_load(path.read_text())
+    key = scratch / "carnil-metrics-key"
+    key.write_text("carnil_test_key\n")
+    config["rule_files"] = [str(path.parent / rule) for rule in config["rule_files"]]
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(key)
+    copied = scratch / path.name
+    copied.write_text(yaml.safe_dump(config, sort_keys=False))
+    done = subprocess.run([tool("promtool"), "check", "config", str(copied)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
 
 
 def build_rules(module_name: str = "build_rules"):

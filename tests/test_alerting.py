@@ -34,6 +34,7 @@ from monitoring import (
     RULES,
     RUNBOOK,
     build_rules,
+    promtool_check_config,
     running_binary,
     tool,
 )
@@ -246,18 +247,7 @@ def test_promtool_check_config_syntax():
 
 
 def test_promtool_check_config_with_files(tmp_path):
-    """Everything promtool checks, on a copy whose only change is where the files are: the key
-    file (which exists only in the stack) and the rule files (relative to the original)."""
-    key = tmp_path / "carnil-metrics-key"
-    key.write_text("carnil_test_key\n")
-    config = prometheus_config()
-    config["rule_files"] = [str(PROMETHEUS_DIR / path) for path in config["rule_files"]]
-    for job in config["scrape_configs"]:
-        if "authorization" in job:
-            job["authorization"]["credentials_file"] = str(key)
-    copied = tmp_path / "prometheus.yml"
-    copied.write_text(yaml.safe_dump(config, sort_keys=False))
-    output = run(tool("promtool"), "check", "config", copied)
+    output = promtool_check_config(PROMETHEUS_CONFIG, tmp_path)
     assert f"SUCCESS: {len(ALERTS) + len(RECORDED)} rules found" in output
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring import tool
+from monitoring import promtool_check_config
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -285,18 +285,5 @@ def test_prometheus_scrapes_each_replica_with_the_base_rules_and_key(scale):
 
 
 def test_promtool_checks_the_scale_prometheus_config(scale, tmp_path):
-    """Everything promtool checks, on a copy that only moves the files it opens: the key file
-    (which exists only in the stack) and the rule files (relative to the original)."""
-    path, config = scale_prometheus(scale)
-    key = tmp_path / "carnil-metrics-key"
-    key.write_text("carnil_test_key\n")
-    config["rule_files"] = [str(path.parent / rule) for rule in config["rule_files"]]
-    for job in config["scrape_configs"]:
-        if "authorization" in job:
-            job["authorization"]["credentials_file"] = str(key)
-    copied = tmp_path / path.name
-    copied.write_text(yaml.safe_dump(config, sort_keys=False))
-    done = subprocess.run([tool("promtool"), "check", "config", str(copied)],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS" in done.stdout + done.stderr
+    path, _config = scale_prometheus(scale)
+    assert "SUCCESS" in promtool_check_config(path, tmp_path)
