@@ -4,7 +4,8 @@
 - one idempotency key sent to both records one event;
 - killing the replica that ships to InfluxDB hands shipping to the other, and InfluxDB ends up
   with every event exactly once;
-- both replicas' ``/metrics`` give the same business series (they come from the store).
+- both replicas' ``/metrics`` give the same business series (they come from the store), and
+  a real Prometheus scraping both with the shipped recording rules counts each value once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from carnil_analytics.store.schema import events, leases
 
 import influx_servers
 from influx_servers import InfluxDB1, wait_until
+from monitoring import RULES
 from postgres_server import PostgresServer
+from prometheus_server import labels, scraping
 from servers import Server, group_pids
 
 influxd = influx_servers.influxd
@@ -136,6 +139,29 @@ def test_both_replicas_export_the_same_business_metrics(tmp_path, postgres):
         assert first == second
         assert first[("carnil_usage_total", (("customer", "acme"), ("feature", "api")))] == 12
         assert first[("carnil_credit_balance", (("customer", "acme"), ("feature", "sms")))] == 42
+
+
+def test_prometheus_scraping_both_replicas_counts_each_value_once(tmp_path, postgres):
+    with two_replicas(tmp_path, postgres) as (a, b, _url):
+        a.put("/v1/customers/acme/features/api/limit", json={"limit": 100, "period": "daily"})
+        b.post("/v1/customers/acme/features/sms/credits", json={"amount": 50})
+        a.post("/v1/usage", json={"customer_id": "acme", "feature_id": "api", "usage": 40})
+        b.post("/v1/usage", json={"customer_id": "acme", "feature_id": "sms", "usage": 8})
+        directory = tmp_path / "prometheus"
+        directory.mkdir()
+        with scraping(directory, [a, b], rule_files=(RULES,)) as prometheus:
+            api, sms = labels(customer="acme", feature="api"), labels(customer="acme",
+                                                                      feature="sms")
+            # Both replicas are scraped and export the same series...
+            prometheus.wait_for("count by (customer, feature) (carnil_credit_balance)",
+                                {sms: 2})
+            # ...so summing them would double it; the shipped rules take the max.
+            assert prometheus.query("sum by (customer, feature) (carnil_credit_balance)") == \
+                {sms: 84}
+            prometheus.wait_for("customer_feature:carnil_credit_balance:max", {sms: 42})
+            prometheus.wait_for("customer_feature:carnil_usage_limit_utilization_ratio:max",
+                                {api: 0.4})
+            prometheus.wait_for("customer_feature:carnil_usage_remaining:max", {api: 60})
 
 
 def shipping_replica(url: str, replicas: tuple[Server, Server]) -> Server | None:
