@@ -34,9 +34,9 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def postgres():
-    server = PostgresServer.start()
+    server = PostgresServer.launch()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

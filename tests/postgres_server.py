@@ -1,8 +1,8 @@
 """A real PostgreSQL for the tests: Debian's server, started once per session on a loopback port.
 
-``PostgresServer.start()`` runs ``initdb`` and ``postgres`` (as the ``postgres`` user when the
+``PostgresServer.launch()`` runs ``initdb`` and ``postgres`` (as the ``postgres`` user when the
 tests run as root, since the server refuses root) in a tmp dir of its own (pytest's are
-private to root), removed at ``stop()``. It listens on 127.0.0.1 only, with durability
+private to root), removed at ``close()``. It listens on 127.0.0.1 only, with durability
 switched off for speed (a test database is thrown away). Each test gets a database of its
 own, cloned in a few milliseconds from a template migrated to the current schema, and
 dropped after.
@@ -22,7 +22,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,37 +59,43 @@ def _as_server_user(base: Path) -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-@dataclass
 class PostgresServer:
-    base: Path
-    port: int
-    process: subprocess.Popen
+    """One server on its own data dir and port; ``stop()`` and ``start()`` again make an
+    outage, ``close()`` stops it for good and removes everything."""
+
     _names = itertools.count(1)
 
-    @classmethod
-    def start(cls) -> PostgresServer:
-        bin_dir = binaries()
-        base = Path(tempfile.mkdtemp(prefix="carnil-postgres-"))
-        data_dir = base / "data"
-        prefix = _as_server_user(base)
-        initdb = subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data_dir), "-U",
-                                 USER, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+    def __init__(self):
+        self.bin_dir = binaries()
+        self.base = Path(tempfile.mkdtemp(prefix="carnil-postgres-"))
+        self._prefix = _as_server_user(self.base)
+        initdb = subprocess.run([*self._prefix, str(self.bin_dir / "initdb"), "-D",
+                                 str(self.base / "data"), "-U", USER, "--auth=trust",
+                                 "--encoding=UTF8", "--locale=C.UTF-8"],
                                 capture_output=True, text=True, timeout=120, check=False)
         if initdb.returncode != 0:
-            shutil.rmtree(base, ignore_errors=True)
+            shutil.rmtree(self.base, ignore_errors=True)
             pytest.fail(f"initdb failed:\n{initdb.stdout}{initdb.stderr}", pytrace=False)
-        port = free_port()
-        settings = [arg for name, value in {**SERVER_SETTINGS, "port": str(port),
-                                            "unix_socket_directories": str(base)}.items()
-                    for arg in ("-c", f"{name}={value}")]
-        log = (base / "postgres.log").open("ab")
-        process = subprocess.Popen([*prefix, str(bin_dir / "postgres"), "-D", str(data_dir),
-                                    *settings], stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        server = cls(base, port, process)
-        server._wait_ready(base / "postgres.log")
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def launch(cls) -> PostgresServer:
+        """A new server, started, with the template test databases are cloned from."""
+        server = cls()
+        server.start()
         server._make_template()
         return server
+
+    def start(self) -> None:
+        settings = [arg for name, value in {**SERVER_SETTINGS, "port": str(self.port),
+                                            "unix_socket_directories": str(self.base)}.items()
+                    for arg in ("-c", f"{name}={value}")]
+        with (self.base / "postgres.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self._prefix, str(self.bin_dir / "postgres"), "-D", str(self.base / "data"),
+                 *settings], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_ready(self.base / "postgres.log")
 
     def _make_template(self) -> None:
         """The template every test database is cloned from: migrated to the current schema
@@ -122,7 +127,7 @@ class PostgresServer:
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             # SIGINT is PostgreSQL's "fast shutdown": roll back sessions and stop. It goes to
             # the postmaster itself (runuser, in between as root, does not pass it on).
             pid_file = self.base / "data" / "postmaster.pid"
@@ -134,6 +139,9 @@ class PostgresServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 
     def _wait_ready(self, log: Path) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 
@@ -43,7 +44,9 @@ def two_replicas(tmp_path: Path, postgres: PostgresServer,
     database URL. Both are stopped at the end whatever happens."""
     database = postgres.new_database()
     url = postgres.url(database)
-    shared = {"database": {"url": url}, "cache": {"ttl": 0}, **(config or {})}
+    config = config or {}
+    shared = {**config, "database": {**config.get("database", {}), "url": url},
+              "cache": {"ttl": 0}}
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
     first = Server(tmp_path / "a", {**shared})
@@ -218,3 +221,34 @@ def test_killing_the_shipping_replica_hands_shipping_to_the_other(tmp_path, post
     assert (count, summed) == (total, total * (total + 1) // 2)
     per_customer = influxd.query("SELECT count(quantity) FROM usage GROUP BY customer")
     assert sorted(r["count"] for r in per_customer) == [total // 5] * 5
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, which it may stop and start."""
+    server = PostgresServer.launch()
+    yield server
+    server.close()
+
+
+def test_a_postgresql_outage_answers_503_and_both_replicas_recover(tmp_path, own_postgres):
+    usage = {"customer_id": "acme", "feature_id": "api", "usage": 1}
+    with two_replicas(tmp_path, own_postgres, {"database": {"busy_timeout_seconds": 2}}) \
+            as (a, b, url):
+        for server in (a, b):
+            assert server.post("/v1/usage", json=usage).status_code == 200
+        own_postgres.stop()
+        for server in (a, b):
+            refused = server.post("/v1/usage", json=usage)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Content-Type"] == "application/problem+json"
+            assert int(refused.headers["Retry-After"]) > 0
+            assert server.get("/readyz").status_code == 503
+            assert server.get("/healthz").status_code == 200
+        own_postgres.start()  # same data, same port: the replicas reconnect by themselves
+        for server in (a, b):
+            wait_until(lambda s=server: s.get("/readyz").status_code == 200, 30,
+                       "a replica did not become ready after PostgreSQL came back")
+            assert server.post("/v1/usage", json=usage).status_code == 200
+        assert stored(url, "acme") == 4  # the two acknowledged before and the two after
+        assert a.get("/v1/customers/acme/features/api/usage?period=day").status_code == 200
