@@ -187,7 +187,7 @@ def _write(conn: Connection, fresh: list[Recordable], recorded_us: int) -> None:
 
 def _number_customers(conn: Connection, customer_ids: list[str]) -> None:
     """Give customers seen for the first time the next numbers, in commit order."""
-    if conn.dialect.name != "sqlite":  # SQLite's write lock already orders commits
+    if not locks.writers_take_turns(conn):  # else commits are already in order
         known = set(conn.execute(select(customers.c.customer_id).where(
             customers.c.customer_id.in_(customer_ids))).scalars())
         customer_ids = [c for c in customer_ids if c not in known]

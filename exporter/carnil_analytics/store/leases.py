@@ -1,9 +1,9 @@
 """Leases: at most one holder of a named job at a time, across processes and replicas.
 
 A holder renews its lease before it expires; when a holder dies, its lease runs out and the
-next process to ask takes the job over. Work done under a lease is fenced with ``holds`` in
-the transaction that records it (``holder``), so a holder that stalled past its lease while
-another took over records nothing.
+next process to ask takes the job over. Work done under a lease is fenced: the transaction
+that records it checks ``holder`` (which locks the lease row), so a holder that stalled past
+its lease while another took over records nothing.
 """
 
 from __future__ import annotations

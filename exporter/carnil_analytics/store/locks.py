@@ -32,12 +32,14 @@ def _key(name: str) -> int:
                           signed=True)
 
 
-def _serializes_itself(conn: Connection) -> bool:
+def writers_take_turns(conn: Connection) -> bool:
+    """Whether the store runs one write transaction at a time (SQLite), so that none of these
+    locks is needed."""
     return conn.dialect.name == "sqlite"
 
 
 def _lock(conn: Connection, names: Iterable[str]) -> None:
-    if _serializes_itself(conn):
+    if writers_take_turns(conn):
         return
     _LOCK.run_many(conn, [{"key": key} for key in sorted({_key(name) for name in names})])
 
