@@ -489,6 +489,18 @@ def test_the_rate_window_is_configurable(make_app, clock, window_minutes):
                                 feature="api") == inside / window_minutes
 
 
+def test_events_dated_ahead_join_the_rate_when_their_minute_comes(make_app, clock):
+    tracker, client = make_app()
+    clock.now = at(2026, 3, 18, 12, 0, 30)
+    tracker.track_usage("acme", "api", 50, timestamp=at(2026, 3, 18, 11, 59))
+    tracker.track_usage("acme", "api", 800, timestamp=at(2026, 3, 18, 12, 3))  # clock skew
+    key = {"customer": "acme", "feature": "api"}
+    assert scrape(client).value("carnil_usage_rate_per_minute", **key) == 50 / 5
+    assert tracker.get_meter("acme", "api").rate_per_minute == 50 / 5
+    clock.now = at(2026, 3, 18, 12, 3, 30)
+    assert scrape(client).value("carnil_usage_rate_per_minute", **key) == 850 / 5
+
+
 def test_rate_and_exhaustion_gauges(make_app, clock):
     tracker, client = make_app()
     clock.now = at(2026, 3, 18, 12, 0)  # the window is [11:55, 12:00]

@@ -76,9 +76,12 @@ def meter_minutes(conn: Connection, customer_id: str, feature_id: str,
 
 def trailing_rate(minutes: list[tuple[int, float]], now_us: int, window_us: int) -> float:
     """Usage per minute over the ``window_us`` before ``now_us`` from per-minute sums; the
-    minute in which the window starts counts for the part of it inside the window."""
+    minute in which the window starts counts for the part of it inside the window, and minutes
+    after the current one (events dated ahead, within the allowed clock skew) not yet."""
     start_us, total = now_us - window_us, 0.0
     for bucket_us, amount in minutes:
+        if bucket_us > now_us:
+            continue
         if bucket_us < start_us:
             total += amount * max(0.0, (bucket_us + MINUTE_US - start_us) / MINUTE_US)
         else:
