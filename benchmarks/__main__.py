@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checks, http_api, ingest, metrics_scrape, reports, shipping, soak
+from . import checks, http_api, ingest, metrics_scrape, replicas, reports, shipping, soak
 from .harness import (
     RATIO_NOTE,
     Plan,
@@ -25,6 +25,7 @@ SCENARIOS = [
     reports.month_report,
     metrics_scrape.metrics_scrape,
     *http_api.SCENARIOS,
+    *replicas.SCENARIOS,
     shipping.shipping,
     soak.memory_soak,
 ]

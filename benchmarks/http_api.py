@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +80,7 @@ class Load:
 def http_batch_ingest(plan: Plan, layout: Layout = DEFAULT_LAYOUT) -> list[Result]:
     """``POST /v1/events`` with JSON arrays of 1,000 usage events (10 customers × 3 features)."""
     name = f"HTTP POST /v1/events, {BATCH_SIZE:,}-event batches, {CLIENTS} clients"
-    body = json.dumps([{"type": "usage", "customer_id": c, "feature_id": f, "usage": 1.0}
-                       for c, f in (METERS[i % len(METERS)] for i in range(BATCH_SIZE))],
-                      separators=(",", ":")).encode()
+    body = batch_body(METERS)
     with running_service(layout) as service:
         ours, bare = _compare(plan, service, "/v1/events", body)
     events = statistics.median(r.requests_per_s for r in ours) * BATCH_SIZE
@@ -121,6 +119,14 @@ def http_check(plan: Plan, layout: Layout = DEFAULT_LAYOUT) -> list[Result]:
 SCENARIOS = [http_batch_ingest, http_usage_single, http_check]
 
 
+def batch_body(meters: Sequence[tuple[str, str]]) -> bytes:
+    """A ``POST /v1/events`` body: ``BATCH_SIZE`` usage events cycling over ``meters``
+    ((customer, feature) pairs), 1.0 each."""
+    return json.dumps([{"type": "usage", "customer_id": c, "feature_id": f, "usage": 1.0}
+                       for c, f in (meters[i % len(meters)] for i in range(BATCH_SIZE))],
+                      separators=(",", ":")).encode()
+
+
 def _rate_and_p99(name: str, ours: list[Load], bare: list[Load], rate_target: float | None,
                   p99_target: float) -> list[Result]:
     rate = statistics.median(r.requests_per_s for r in ours)
@@ -157,14 +163,31 @@ def _compare(plan: Plan, service: _Service, path: str, body: bytes
 # ---------------------------------------------------------------------------------------------
 # the server process and the load generator
 
-# Each wrk connection sends the same request; done() prints the figures on one line.
+# Each wrk connection sends the same request, or with several bodies each request the next
+# body in turn (each wrk thread starting at another one); done() prints the figures on one line.
 _LUA = """\
-local file = assert(io.open("{body}", "rb"))
+local bodies = {{}}
+for i, path in ipairs({{{bodies}}}) do
+  local file = assert(io.open(path, "rb"))
+  bodies[i] = file:read("*a")
+  file:close()
+end
 wrk.method = "POST"
-wrk.body = file:read("*a")
-file:close()
+wrk.body = bodies[1]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
+
+if #bodies > 1 then
+  local threads = 0
+  function setup(thread)
+    thread:set("turn", threads * 7)
+    threads = threads + 1
+  end
+  function request()
+    turn = (turn or 0) + 1
+    return wrk.format(nil, nil, nil, bodies[turn % #bodies + 1])
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
@@ -196,16 +219,21 @@ class _Service:
                                f"{exc.read()[:500].decode(errors='replace')}") from None
         return json.loads(raw) if raw else {}
 
-    def script(self, path: str, body: bytes, label: str) -> tuple[Path, str]:
-        body_file = self.tmp / f"{label}.body"
-        body_file.write_bytes(body)
+    def script(self, path: str, body: bytes | Sequence[bytes], label: str
+               ) -> tuple[Path, str]:
+        """A wrk script posting ``body`` (or each of several bodies in turn) to ``path``."""
+        files = []
+        for index, one in enumerate([body] if isinstance(body, bytes) else body):
+            files.append(self.tmp / f"{label}.{index}.body")
+            files[-1].write_bytes(one)
         lua = self.tmp / f"{label}.lua"
-        lua.write_text(_LUA.format(body=body_file, key=self.key), encoding="utf-8")
+        lua.write_text(_LUA.format(bodies=", ".join(f'"{f}"' for f in files), key=self.key),
+                       encoding="utf-8")
         return lua, self.base + path
 
-    def wrk(self, script: tuple[Path, str], seconds: int) -> Load:
+    def wrk(self, script: tuple[Path, str], seconds: int, clients: int = CLIENTS) -> Load:
         lua, url = script
-        command = ["wrk", "-t", str(WRK_THREADS), "-c", str(CLIENTS), "-d", f"{seconds}s",
+        command = ["wrk", "-t", str(WRK_THREADS), "-c", str(clients), "-d", f"{seconds}s",
                    "--timeout", "10s", "--latency", "-s", str(lua), url]
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=True,
@@ -232,8 +260,9 @@ class _Service:
 
 
 @contextmanager
-def running_service(layout: Layout) -> Iterator[_Service]:
-    """A server on a free loopback port and a fresh temporary database; stopped on exit."""
+def running_service(layout: Layout, database_url: str | None = None) -> Iterator[_Service]:
+    """A server on a free loopback port and a fresh temporary SQLite database (or the store
+    at ``database_url``); stopped on exit."""
     if shutil.which("wrk") is None:
         raise RuntimeError("the HTTP scenarios need wrk on the PATH: apt-get install -y wrk")
     with tempfile.TemporaryDirectory(prefix="carnil-bench-http-") as name:
@@ -241,7 +270,7 @@ def running_service(layout: Layout) -> Iterator[_Service]:
         key, port = secrets.token_urlsafe(24), _free_port()
         config = tmp / "carnil.yaml"
         config.write_text(yaml.safe_dump({
-            "database": {"url": f"sqlite:///{tmp}/carnil.db"},
+            "database": {"url": database_url or f"sqlite:///{tmp}/carnil.db"},
             "server": {"host": "127.0.0.1", "port": port, "workers": layout.workers,
                        "threads": layout.threads, "graceful_timeout_seconds": 5},
             "auth": {"admin_key": key},

@@ -10,8 +10,8 @@ set from the same data, rendered with ``generate_latest`` (with its ``_created``
 so both render the same samples; the two outputs are parsed and compared value by value).
 
 Also: the process's RSS before and after many scrapes (should stay flat), and — reported,
-not judged — a scrape just after the daily reset, while the daily meters have not been
-touched in their new period.
+not judged — the scrapes just after the daily reset, while the daily meters have not been
+touched in their new period: the first one recounts and saves their new periods.
 
 ``python -m benchmarks.metrics_scrape [--quick] [--runs N] [--profile]``.
 """
@@ -132,13 +132,14 @@ def metrics_scrape(plan: Plan) -> list[Result]:
                 f"{after_mb:.1f} MB over the last of {scrapes}")
 
             # Just after midnight UTC every daily meter is in a new period that no event has
-            # touched yet: the collector works out those periods' usage at each scrape.
+            # touched yet: the first scrape counts those periods' usage and saves it.
             after_reset = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
                                            UTC) + timedelta(seconds=30)
             stale = _scrape(tracker, lambda: after_reset)
-            stale.render()
+            first_ms = 1000 * seconds(stale.render)
             stale_ms = median_of(plan.runs, lambda: 1000 * seconds(stale.render))
-            say(f"metrics scrape: just after the daily reset {stale_ms:.0f} ms per scrape")
+            say(f"metrics scrape: just after the daily reset {first_ms:.0f} ms for the first "
+                f"scrape (it saves the rollovers), {stale_ms:.0f} ms per scrape after it")
 
     label = f"{_count(customers)} customers × {len(FEATURES)} features"
     return [
@@ -148,8 +149,10 @@ def metrics_scrape(plan: Plan) -> list[Result]:
         JudgedResult(f"/metrics RSS after {scrapes} scrapes (baseline: before)", after_mb,
                      before_mb, "MB", None, higher_is_better=False,
                      rule=f"flat (< +{RSS_GROWTH:.0%})", max_growth=RSS_GROWTH),
-        Result(f"/metrics, {label}, just after the daily reset", stale_ms, base_ms, "ms", None,
-               higher_is_better=False),
+        Result(f"/metrics, {label}, first scrape after the daily reset", first_ms, base_ms,
+               "ms", None, higher_is_better=False),
+        Result(f"/metrics, {label}, later scrapes after the daily reset", stale_ms, base_ms,
+               "ms", None, higher_is_better=False),
     ]
 
 

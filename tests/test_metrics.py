@@ -10,11 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from carnil_analytics import UsageLimit
 from carnil_analytics.api import create_app
 from carnil_analytics.errors import StorageUnavailable
 from carnil_analytics.metrics import scrape as scrape_module
+from carnil_analytics.models import to_micros
+from carnil_analytics.store.meters import due_for_rollover
+from carnil_analytics.store.schema import meters
 
 ADMIN_KEY = "test-admin-key-metrics-0123456789"
 OTHER = "__other__"
@@ -225,6 +229,12 @@ def test_rollover_restarts_the_current_usage_and_advances_the_reset(make_app, cl
     # Nothing in the rate window any more: no rate, hence no exhaustion forecast.
     assert after.series("carnil_usage_rate_per_minute") == {}
     assert after.series("carnil_usage_limit_exhaustion_seconds") == {}
+    # The scrape saved the rollover: no reader recounts the new period again.
+    with tracker.db.reading() as conn:
+        assert due_for_rollover(conn, to_micros(clock.now)) == []
+        stored = conn.execute(select(meters.c.period_start_us, meters.c.period_usage).where(
+            meters.c.customer_id == "acme", meters.c.feature_id == "api")).one()
+    assert tuple(stored) == (to_micros(at(2026, 3, 19)), 0)
 
     tracker.track_usage("acme", "api", 10)
     fresh = scrape(client)

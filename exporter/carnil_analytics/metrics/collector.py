@@ -23,13 +23,15 @@ from ..models import AI_COST_METER, AI_TOKENS_METER, to_micros
 from ..money import from_nanos
 from ..store import labels, outbox
 from ..store.database import Database
-from ..store.meters import MeterState
+from ..store.meters import MeterState, due_for_rollover, roll_over
 from ..store.queries import trailing_rate
 from ..store.schema import MEASURES, meters, rollups_minute, totals
 from .exposition import TextFamily
 from .families import EXPORTER, business
 
 log = logging.getLogger(__name__)
+
+ROLLOVERS_PER_TRANSACTION = 200
 
 
 class StoreCollector:
@@ -43,9 +45,11 @@ class StoreCollector:
     def render(self) -> bytes:
         """The business metrics in the Prometheus text format."""
         started = time.perf_counter()
+        now = self._clock()
+        self._save_rollovers(now)
         try:
             with self._db.reading() as conn:
-                families = self._read(conn, self._clock())
+                families = self._read(conn, now)
             up = 1
         except Exception:  # a scrape must still answer; the reason goes to the log
             log.exception("cannot read the store for /metrics")
@@ -54,6 +58,20 @@ class StoreCollector:
         families.append(_single(EXPORTER["carnil_exporter_scrape_duration_seconds"],
                                 time.perf_counter() - started))
         return "".join(family.text() for family in families).encode()
+
+    def _save_rollovers(self, now: datetime) -> None:
+        """After a reset, recount each meter's new period once and save it, a few meters per
+        transaction (so ingest never waits long for them); otherwise every scrape would
+        recount every meter that has not seen an event since the reset. If the store cannot
+        be written, the read below rolls them over in memory all the same."""
+        try:
+            with self._db.reading() as conn:
+                due = due_for_rollover(conn, to_micros(now))
+            for start in range(0, len(due), ROLLOVERS_PER_TRANSACTION):
+                with self._db.writing() as conn:
+                    roll_over(conn, due[start:start + ROLLOVERS_PER_TRANSACTION], now)
+        except Exception as exc:  # never fails a scrape: the read below decides about up
+            log.warning("cannot save the meters' rollover: %s", exc)
 
     def _read(self, conn: Connection, now: datetime) -> list[TextFamily]:
         family = {name: f.new() for name, f in self._families.items()}

@@ -190,6 +190,20 @@ def meter_usage_between(conn: Connection, customer_id: str, feature_id: str,
     return source.amount(total)
 
 
+def due_for_rollover(conn: Connection, now_us: int) -> list[tuple[str, str]]:
+    """The meters with a limit whose stored period has ended."""
+    return [tuple(row) for row in conn.execute(
+        select(meters.c.customer_id, meters.c.feature_id).where(
+            meters.c.limit_value.is_not(None), meters.c.period_end_us <= now_us))]
+
+
+def roll_over(conn: Connection, keys: list[tuple[str, str]], now: datetime) -> None:
+    """Move these meters to the period of ``now`` and save them: their new period's usage is
+    counted from the raw events once, instead of by every reader until their next event."""
+    locks.lock_customers(conn, {customer_id for customer_id, _ in keys})
+    save_meters(conn, list(load_meters(conn, set(keys), now, for_update=True).values()))
+
+
 def set_limit(conn: Connection, customer_id: str, limit: UsageLimit, now: datetime,
               max_customers: int) -> MeterState:
     """Create or replace a meter's limit; usage already in the current period counts."""
