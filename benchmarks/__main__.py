@@ -24,6 +24,7 @@ SCENARIOS = [
     checks.check_usage_allowed,
     reports.month_report,
     metrics_scrape.metrics_scrape,
+    metrics_scrape.metrics_scrape_postgresql,
     *http_api.SCENARIOS,
     *replicas.SCENARIOS,
     shipping.shipping,

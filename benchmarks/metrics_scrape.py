@@ -13,6 +13,9 @@ Also: the process's RSS before and after many scrapes (should stay flat), and �
 not judged — the scrapes just after the daily reset, while the daily meters have not been
 touched in their new period: the first one recounts and saves their new periods.
 
+The same store on PostgreSQL (the test suite's server, ``tests/postgres_server.py``) is
+measured too, reported against the same baseline but not judged.
+
 ``python -m benchmarks.metrics_scrape [--quick] [--runs N] [--profile]``.
 """
 
@@ -24,16 +27,19 @@ import gc
 import io
 import pstats
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, insert
 
 from carnil_analytics import UsageTracker
 from carnil_analytics.metrics.collector import StoreCollector
@@ -41,8 +47,18 @@ from carnil_analytics.metrics.scrape import Scrape
 from carnil_analytics.metrics.service import ServiceMetrics
 from carnil_analytics.models import to_micros
 from carnil_analytics.periods import LimitPeriod, limit_window
+from carnil_analytics.store.schema import customers as customers_table
+from carnil_analytics.store.schema import (
+    labelled_customers,
+    meters,
+    rollups_minute,
+    totals,
+)
 
 from .harness import RATIO_NOTE, Plan, Result, median_of, say, seconds, text_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from postgres_server import PostgresServer  # noqa: E402
 
 FEATURES = (("api_calls", "daily"), ("storage_gb", "weekly"), ("exports", "monthly"))
 TARGET_MS = 1000.0
@@ -102,44 +118,14 @@ def metrics_scrape(plan: Plan) -> list[Result]:
     customers = plan.pick(10_000, 200)
     scrapes = plan.pick(100, 10)
     now = datetime.now(UTC).replace(microsecond=0)
-    with tempfile.TemporaryDirectory(prefix="carnil-bench-") as tmp:
-        path = f"{tmp}/carnil.db"
-        config = {"database": {"url": f"sqlite:///{path}"}, "cache": {"ttl": 0},
-                  "prometheus": {"max_customers": MAX_CUSTOMERS}}
-        with UsageTracker(config, clock=lambda: now) as tracker:  # creates the schema
-            say(f"metrics scrape: filling the store with {customers:,} customers × "
-                f"{len(FEATURES)} features ...")
-            data: list[Meter] = []
-            took = seconds(lambda: data.extend(_fill(path, customers, now)))
-            say(f"metrics scrape: filled in {took:.1f} s")
-
-            scrape = _scrape(tracker, lambda: now)
-            ours_text = scrape.render()
-            registry = _baseline(data, now)
-            base_text = _render_baseline(registry)
-            samples = _compare(ours_text, base_text)
-            say(f"metrics scrape: {samples:,} business samples, {len(ours_text) / 1e6:.1f} MB; "
-                "ours and the baseline agree")
-
-            ours_ms = median_of(plan.runs, lambda: 1000 * seconds(scrape.render))
-            base_ms = median_of(plan.runs, lambda: 1000 * seconds(
-                lambda: _render_baseline(registry)))
-            say(f"metrics scrape: ours {ours_ms:.0f} ms, prometheus_client {base_ms:.0f} ms "
-                f"per scrape ({base_ms / ours_ms:.2f}×)")
-
-            before_mb, after_mb = _rss_over(scrape, scrapes)
-            say(f"metrics scrape: RSS {before_mb:.1f} MB over the first scrapes, "
-                f"{after_mb:.1f} MB over the last of {scrapes}")
-
-            # Just after midnight UTC every daily meter is in a new period that no event has
-            # touched yet: the first scrape counts those periods' usage and saves it.
-            after_reset = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
-                                           UTC) + timedelta(seconds=30)
-            stale = _scrape(tracker, lambda: after_reset)
-            first_ms = 1000 * seconds(stale.render)
-            stale_ms = median_of(plan.runs, lambda: 1000 * seconds(stale.render))
-            say(f"metrics scrape: just after the daily reset {first_ms:.0f} ms for the first "
-                f"scrape (it saves the rollovers), {stale_ms:.0f} ms per scrape after it")
+    with tempfile.TemporaryDirectory(prefix="carnil-bench-") as tmp, \
+            _filled_tracker(f"sqlite:///{tmp}/carnil.db", customers, now) as (tracker, data):
+        scrape, registry = _checked_scrape(tracker, data, now)
+        ours_ms, base_ms = _steady(plan, scrape, registry, "SQLite")
+        before_mb, after_mb = _rss_over(scrape, scrapes)
+        say(f"metrics scrape: RSS {before_mb:.1f} MB over the first scrapes, "
+            f"{after_mb:.1f} MB over the last of {scrapes}")
+        first_ms, later_ms = _after_reset(plan, tracker, now)
 
     label = f"{_count(customers)} customers × {len(FEATURES)} features"
     return [
@@ -151,9 +137,88 @@ def metrics_scrape(plan: Plan) -> list[Result]:
                      rule=f"flat (< +{RSS_GROWTH:.0%})", max_growth=RSS_GROWTH),
         Result(f"/metrics, {label}, first scrape after the daily reset", first_ms, base_ms,
                "ms", None, higher_is_better=False),
-        Result(f"/metrics, {label}, later scrapes after the daily reset", stale_ms, base_ms,
+        Result(f"/metrics, {label}, later scrapes after the daily reset", later_ms, base_ms,
                "ms", None, higher_is_better=False),
     ]
+
+
+def metrics_scrape_postgresql(plan: Plan) -> list[Result]:
+    """The same store and scrapes on PostgreSQL (the test suite's server): reported, not
+    judged."""
+    customers = plan.pick(10_000, 200)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with ExitStack() as stack:
+        postgres = PostgresServer.launch()
+        stack.callback(postgres.close)
+        database = postgres.new_database()
+        stack.callback(postgres.drop_database, database)
+        tracker, data = stack.enter_context(
+            _filled_tracker(postgres.url(database), customers, now))
+        scrape, registry = _checked_scrape(tracker, data, now)
+        ours_ms, base_ms = _steady(plan, scrape, registry, "PostgreSQL")
+        first_ms, later_ms = _after_reset(plan, tracker, now)
+    label = f"{_count(customers)} customers × {len(FEATURES)} features, PostgreSQL"
+    return [
+        Result(f"/metrics, {label} (ttl 0)", ours_ms, base_ms, "ms", None,
+               higher_is_better=False),
+        Result(f"/metrics, {label}, first scrape after the daily reset", first_ms, base_ms,
+               "ms", None, higher_is_better=False),
+        Result(f"/metrics, {label}, later scrapes after the daily reset", later_ms, base_ms,
+               "ms", None, higher_is_better=False),
+    ]
+
+
+@contextmanager
+def _filled_tracker(url: str, customers: int, now: datetime
+                    ) -> Iterator[tuple[UsageTracker, list[Meter]]]:
+    """A tracker on the store at ``url`` (its schema created), filled with ``customers``."""
+    config = {"database": {"url": url}, "cache": {"ttl": 0},
+              "prometheus": {"max_customers": MAX_CUSTOMERS}}
+    with UsageTracker(config, clock=lambda: now) as tracker:
+        say(f"metrics scrape: filling the store with {customers:,} customers × "
+            f"{len(FEATURES)} features ...")
+        data: list[Meter] = []
+        took = seconds(lambda: data.extend(_fill(tracker.db.engine, customers, now)))
+        say(f"metrics scrape: filled in {took:.1f} s")
+        yield tracker, data
+
+
+def _checked_scrape(tracker: UsageTracker, data: list[Meter], now: datetime
+                    ) -> tuple[Scrape, CollectorRegistry]:
+    """The product's scrape and the baseline registry, checked to give the same samples."""
+    scrape = _scrape(tracker, lambda: now)
+    ours_text = scrape.render()
+    registry = _baseline(data, now)
+    samples = _compare(ours_text, _render_baseline(registry))
+    say(f"metrics scrape: {samples:,} business samples, {len(ours_text) / 1e6:.1f} MB; "
+        "ours and the baseline agree")
+    return scrape, registry
+
+
+def _steady(plan: Plan, scrape: Scrape, registry: CollectorRegistry,
+            store: str) -> tuple[float, float]:
+    """Milliseconds per scrape: ours, and the baseline's."""
+    ours_ms = median_of(plan.runs, lambda: 1000 * seconds(scrape.render))
+    base_ms = median_of(plan.runs, lambda: 1000 * seconds(lambda: _render_baseline(registry)))
+    say(f"metrics scrape ({store}): ours {ours_ms:.0f} ms, prometheus_client {base_ms:.0f} ms "
+        f"per scrape ({base_ms / ours_ms:.2f}×)")
+    return ours_ms, base_ms
+
+
+def _after_reset(plan: Plan, tracker: UsageTracker, now: datetime) -> tuple[float, float]:
+    """Milliseconds of the first scrape just after midnight UTC, and of the later ones.
+
+    Then every daily meter is in a new period that no event has touched yet: the first scrape
+    counts those periods' usage and saves it.
+    """
+    after_reset = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
+                                   UTC) + timedelta(seconds=30)
+    stale = _scrape(tracker, lambda: after_reset)
+    first_ms = 1000 * seconds(stale.render)
+    later_ms = median_of(plan.runs, lambda: 1000 * seconds(stale.render))
+    say(f"metrics scrape: just after the daily reset {first_ms:.0f} ms for the first "
+        f"scrape (it saves the rollovers), {later_ms:.0f} ms per scrape after it")
+    return first_ms, later_ms
 
 
 def _scrape(tracker: UsageTracker, clock) -> Scrape:
@@ -161,9 +226,9 @@ def _scrape(tracker: UsageTracker, clock) -> Scrape:
     return Scrape(StoreCollector(tracker.db, tracker.settings, clock), ServiceMetrics(), 0.0)
 
 
-def _fill(path: str, customers: int, now: datetime) -> list[Meter]:
+def _fill(engine: Engine, customers: int, now: datetime) -> list[Meter]:
     """Customers, totals, meters, labelled customers and minute rollups, in one
-    transaction."""
+    transaction, on either store."""
     rng = random.Random(42)
     now_us = to_micros(now)
     first_us = now_us - 30 * 86_400_000_000
@@ -186,38 +251,30 @@ def _fill(path: str, customers: int, now: datetime) -> list[Meter]:
                 period_start_us=to_micros(window.start), period_end_us=to_micros(window.end),
                 period_usage=float(rng.randint(0, int(usage))),
                 balance=float(rng.randint(-1000, 100_000)), minutes=minutes))
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO totals (customer_id, kind, subject, events, quantity, input_tokens, "
-            "output_tokens, cached_tokens, cost_nanos, first_recorded_us) "
-            "VALUES (?, 'usage', ?, ?, ?, 0, 0, 0, ?, ?)",
-            ((m.customer, m.feature, m.events, m.usage, m.cost_nanos,
-              first_us + i // len(FEATURES)) for i, m in enumerate(data)))
-        conn.executemany(
-            "INSERT INTO meters (customer_id, feature_id, limit_value, period, reset_anchor_us, "
-            "period_start_us, period_end_us, period_usage, credit_metered, credit_balance) "
-            "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, 1, ?)",
-            ((m.customer, m.feature, m.limit, m.period, m.period_start_us, m.period_end_us,
-              m.period_usage, m.balance) for m in data))
-        conn.executemany("INSERT INTO customers (customer_id) VALUES (?)",
-                         ((f"customer-{c:05d}",) for c in range(customers)))
+    customer_ids = [f"customer-{c:05d}" for c in range(customers)]
+    with engine.begin() as conn:
+        conn.execute(insert(totals), [
+            {"customer_id": m.customer, "kind": "usage", "subject": m.feature,
+             "events": m.events, "quantity": m.usage, "input_tokens": 0, "output_tokens": 0,
+             "cached_tokens": 0, "cost_nanos": m.cost_nanos,
+             "first_recorded_us": first_us + i // len(FEATURES)} for i, m in enumerate(data)])
+        conn.execute(insert(meters), [
+            {"customer_id": m.customer, "feature_id": m.feature, "limit_value": m.limit,
+             "period": m.period, "reset_anchor_us": None, "period_start_us": m.period_start_us,
+             "period_end_us": m.period_end_us, "period_usage": m.period_usage,
+             "credit_metered": True, "credit_balance": m.balance} for m in data])
+        conn.execute(insert(customers_table), [{"customer_id": c} for c in customer_ids])
         # As the product does when a limit is set: every customer with one gets its own label
         # for good (no baseline: nothing was folded before).
-        conn.executemany(
-            "INSERT INTO labelled_customers (customer_id, since_us) VALUES (?, ?)",
-            ((f"customer-{c:05d}", now_us) for c in range(customers)))
-        conn.executemany(
-            "INSERT INTO rollups_minute (customer_id, bucket_us, kind, subject, events, "
-            "quantity, input_tokens, output_tokens, cached_tokens, cost_nanos) "
-            "VALUES (?, ?, 'usage', ?, 1, ?, 0, 0, 0, 0)",
-            ((m.customer, bucket, m.feature, amount) for m in data
-             for bucket, amount in m.minutes))
-        conn.execute("COMMIT")
-        conn.execute("ANALYZE")
-    finally:
-        conn.close()
+        conn.execute(insert(labelled_customers),
+                     [{"customer_id": c, "since_us": now_us} for c in customer_ids])
+        conn.execute(insert(rollups_minute), [
+            {"customer_id": m.customer, "bucket_us": bucket, "kind": "usage",
+             "subject": m.feature, "events": 1, "quantity": amount, "input_tokens": 0,
+             "output_tokens": 0, "cached_tokens": 0, "cost_nanos": 0}
+            for m in data for bucket, amount in m.minutes])
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
     return data
 
 
@@ -330,7 +387,7 @@ def profile(customers: int, top: int = 25) -> str:
         path = f"{tmp}/carnil.db"
         config = {"database": {"url": f"sqlite:///{path}"}, "cache": {"ttl": 0}}
         with UsageTracker(config, clock=lambda: now) as tracker:
-            _fill(path, customers, now)
+            _fill(tracker.db.engine, customers, now)
             collector = StoreCollector(tracker.db, tracker.settings, lambda: now)
             collector.render()  # warm-up
             profiler = cProfile.Profile()
@@ -356,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(profile(plan.pick(10_000, 200)))
         return 0
-    results = metrics_scrape(plan)
+    results = metrics_scrape(plan) + metrics_scrape_postgresql(plan)
     print()
     print(text_table(results, plan.quick))
     print(RATIO_NOTE)
