@@ -354,6 +354,7 @@ def test_limits_credits_and_checks(client, keys):
     ("credits", "POST", {"amount": "5"}),
     ("credits", "POST", {"amount": 1e16}),
     ("credits", "POST", {"amount": 5, "reason": "r" * 300}),
+    ("credits", "POST", {"amount": 5, "reason": "nul\u0000inside"}),
     ("check", "POST", {"required": -1}),
     ("check", "POST", {"required": True}),
     ("check", "POST", {}),

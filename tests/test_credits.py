@@ -21,13 +21,13 @@ def test_a_pair_never_credited_has_zero_balance_and_is_not_metered(tracker):
 def test_grants_and_adjustments_are_kept_in_the_ledger(tracker):
     assert tracker.update_credit_balance("c1", "api", 100, reason="welcome") is True
     assert tracker.update_credit_balance("c1", "api", -30) is True
-    assert tracker.update_credit_balance("c1", "api", 2.5, reason="refund") is True
+    assert tracker.update_credit_balance("c1", "api", 2.5, reason="refund\tticket #12\n") is True
     assert tracker.get_credit_balance("c1", "api") == 72.5
     with tracker.db.reading() as conn:
         ledger = conn.execute(select(credit_ledger.c.amount, credit_ledger.c.balance_after,
                                      credit_ledger.c.reason)
                               .order_by(credit_ledger.c.entry_id)).all()
-    assert ledger == [(100, 100, "welcome"), (-30, 70, None), (2.5, 72.5, "refund")]
+    assert ledger == [(100, 100, "welcome"), (-30, 70, None), (2.5, 72.5, "refund\tticket #12\n")]
 
 
 def test_only_later_usage_is_debited(tracker):

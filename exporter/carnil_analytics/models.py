@@ -33,6 +33,7 @@ MAX_COST = 1e9
 MAX_METADATA_ENTRIES = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 256
+MAX_REASON = 256
 
 # Every AI event also feeds these two meters of its customer (quantity = tokens, and = cost).
 AI_TOKENS_METER = "ai_tokens"
@@ -41,6 +42,10 @@ AI_METERS = frozenset({AI_TOKENS_METER, AI_COST_METER})
 
 Identifier = Annotated[str, Strict(), StringConstraints(pattern=ID_PATTERN)]
 EventId = Annotated[str, Strict(), StringConstraints(pattern=EVENT_ID_PATTERN)]
+# Free text kept in the store (a credit grant's reason): no control characters but tab and
+# line breaks — PostgreSQL cannot store NUL in text, and nothing else should need them.
+Reason = Annotated[str, Strict(), StringConstraints(
+    max_length=MAX_REASON, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
 Usage = Annotated[float, Strict(), Field(ge=0, le=MAX_USAGE, allow_inf_nan=False)]
 Tokens = Annotated[int, Strict(), Field(ge=0, le=MAX_TOKENS)]
 Cost = Annotated[float, Strict(), Field(ge=0, le=MAX_COST, allow_inf_nan=False)]
@@ -144,6 +149,7 @@ class UsageLimit:
 
 
 _IDENTIFIER = TypeAdapter(Identifier)
+_REASON = TypeAdapter(Reason)
 # Credit adjustments may be negative; they share the magnitude bound of usage.
 _AMOUNT = TypeAdapter(
     Annotated[float, Strict(), Field(ge=-MAX_USAGE, le=MAX_USAGE, allow_inf_nan=False)])
@@ -159,6 +165,11 @@ def _check(adapter: TypeAdapter, value: object, field: str):
 def validate_identifier(value: object, field: str) -> str:
     """``value`` if it is a valid customer/feature/model id, else a ``ValidationError``."""
     return _check(_IDENTIFIER, value, field)
+
+
+def validate_reason(value: object, field: str) -> str:
+    """``value`` if it is a valid reason text, else a ``ValidationError``."""
+    return _check(_REASON, value, field)
 
 
 def validate_amount(value: object, field: str) -> float:

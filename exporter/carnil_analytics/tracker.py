@@ -26,6 +26,7 @@ from .models import (
     to_micros,
     validate_amount,
     validate_identifier,
+    validate_reason,
 )
 from .pricing import PriceList
 from .reports import Reports
@@ -190,8 +191,8 @@ class UsageTracker:
         customer_id = validate_identifier(customer_id, "customer_id")
         feature_id = validate_identifier(feature_id, "feature_id")
         amount = validate_amount(amount, "amount")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 256):
-            raise ValidationError([FieldError(("reason",), "should be a string of ≤ 256 chars")])
+        if reason is not None:
+            reason = validate_reason(reason, "reason")
         with self.db.writing() as conn:
             return meters.add_credits(conn, customer_id, feature_id, amount, reason,
                                       self.clock(), self.settings.prometheus.max_customers)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, model_validator
 
-from ..models import MAX_USAGE, Identifier
+from ..models import MAX_USAGE, Identifier, Reason
 from ..periods import LimitPeriod, ReportPeriod
 from ..store.keys import ROLES
 
@@ -54,7 +54,7 @@ class Recorded(BaseModel):
 
 class CreditGrant(_Body):
     amount: Amount
-    reason: Annotated[str, Field(max_length=256)] | None = None
+    reason: Reason | None = None
 
 
 class CreditBalance(BaseModel):
