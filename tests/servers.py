@@ -122,6 +122,10 @@ class Server:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
 
+    @property
+    def database_url(self) -> str:
+        return self.config["database"]["url"]
+
     # -- the process ----------------------------------------------------------------------
 
     def start(self) -> None:

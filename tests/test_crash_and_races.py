@@ -4,12 +4,12 @@ scenarios 1 and 4).
 What each test proves:
 
 - ``test_sigkill_during_mixed_ingest_five_times_loses_nothing_acknowledged`` (crash): three
-  client threads send a seeded random mix of JSON batches (unique ``id``s), single
-  ``/v1/usage`` and ``/v1/ai-usage`` events (unique ``Idempotency-Key``s), credit grants (not
-  idempotent) and limit changes (high limits); ``serve`` is SIGKILLed after a seeded random
-  0.3–1.2 s, five cycles in a row. After each restart: every acknowledged event is in the raw
-  ``events`` table (and nothing that was never sent), ``PRAGMA integrity_check`` is ok, totals =
-  sum of hour rollups = sum of raw events per (customer, kind, subject) (events, quantity,
+  client threads send a seeded random mix of JSON batches (unique ``id``s), single ``/v1/usage``
+  and ``/v1/ai-usage`` events (unique ``Idempotency-Key``s), credit grants (not idempotent) and
+  limit changes (high limits); ``serve`` is SIGKILLed after a seeded random 0.3–1.2 s, five
+  cycles in a row. After each restart: every acknowledged event is in the raw ``events`` table
+  (and nothing that was never sent), ``PRAGMA integrity_check`` is ok (on SQLite), totals = sum
+  of hour rollups = sum of raw events per (customer, kind, subject) (events, quantity,
   cost_nanos), the credit ledger holds every acknowledged grant and no more than were attempted,
   the balance = granted − debits of the recorded usage on the credited meter, the limit is one a
   PUT could have left last, and the meter's period usage = its raw events. At the end, replaying
@@ -23,7 +23,9 @@ What each test proves:
   another PUTs the limit alternately to 1000 and to the current usage: no 5xx, only 200/429,
   every 200 is a raw event and no 429 is, and the usage never exceeds 1000.
 
-Run: ``python -m pytest tests/test_crash_and_races.py -q`` (well under 90 s).
+Each runs on both stores: a SQLite file, and a database of its own on the test PostgreSQL.
+
+Run: ``python -m pytest tests/test_crash_and_races.py -q`` (well under 90 s per store).
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ import contextlib
 import itertools
 import multiprocessing
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
+from collections.abc import Iterator
 
 import requests
+from sqlalchemy import Connection, create_engine, text
 
 from servers import REQUEST_TIMEOUT_SECONDS, Server, running_server
 
@@ -55,31 +57,43 @@ INITIAL_GRANT = 1000
 TRUE = {"enforce": "true"}
 
 
-# -- the store, read by a read-only connection of our own -------------------------------------
+# -- the store, read by a connection of our own ------------------------------------------------
 
 
-def read_store(db_path: Path, customer: str) -> dict:
-    """Integrity, event ids, and per (kind, subject) sums of raw events, hour rollups, totals."""
-    uri = f"file:{db_path}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
-        conn.execute("BEGIN")  # one snapshot for every read below
-        integrity = conn.execute("PRAGMA integrity_check").fetchall()
-        ids = [row[0] for row in conn.execute(
-            "SELECT event_id FROM events WHERE customer_id = ?", (customer,))]
+@contextlib.contextmanager
+def snapshot(url: str) -> Iterator[Connection]:
+    """One consistent snapshot of the store at ``url`` for every read in the block."""
+    engine = create_engine(url)
+    try:
+        options = {"isolation_level": "REPEATABLE READ"} \
+            if engine.dialect.name == "postgresql" else {}
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def read_store(url: str, customer: str) -> dict:
+    """Integrity (SQLite's own check; PostgreSQL guards its files itself), event ids, and per
+    (kind, subject) sums of raw events, hour rollups, totals."""
+    with snapshot(url) as conn:
+        integrity = [tuple(row) for row in conn.exec_driver_sql("PRAGMA integrity_check")] \
+            if conn.dialect.name == "sqlite" else [("ok",)]
+        ids = list(conn.execute(text("SELECT event_id FROM events WHERE customer_id = :c"),
+                                {"c": customer}).scalars())
         sums = {}
         for name, table, count in (("raw", "events", "count(*)"),
                                    ("hourly", "rollups_hour", "sum(events)"),
                                    ("totals", "totals", "sum(events)")):
-            sums[name] = {(kind, subject): (n, quantity, cost) for kind, subject, n, quantity, cost
-                          in conn.execute(
+            sums[name] = {(kind, subject): (int(n), quantity, int(cost))
+                          for kind, subject, n, quantity, cost in conn.execute(text(
                               f"SELECT kind, subject, {count}, sum(quantity), sum(cost_nanos) "
-                              f"FROM {table} WHERE customer_id = ? GROUP BY kind, subject",
-                              (customer,))}
-        ledger = conn.execute("SELECT coalesce(sum(amount), 0), count(*) FROM credit_ledger "
-                              "WHERE customer_id = ? AND feature_id = ?",
-                              (customer, CREDITED)).fetchone()
-        conn.execute("COMMIT")
-    return {"integrity": integrity, "ids": ids, **sums, "ledger": tuple(ledger)}
+                              f"FROM {table} WHERE customer_id = :c GROUP BY kind, subject"),
+                              {"c": customer})}
+        granted, entries = conn.execute(text(
+            "SELECT coalesce(sum(amount), 0), count(*) FROM credit_ledger "
+            "WHERE customer_id = :c AND feature_id = :f"), {"c": customer, "f": CREDITED}).one()
+    return {"integrity": integrity, "ids": ids, **sums, "ledger": (granted, entries)}
 
 
 def assert_consistent(state: dict) -> None:
@@ -230,7 +244,7 @@ class MixedLoad:
 
 
 def check_after_restart(server: Server, ledger: Ledger, cycle: int) -> dict:
-    state = read_store(server.db_path, CUSTOMER)
+    state = read_store(server.database_url, CUSTOMER)
     assert_consistent(state)
     ids = set(state["ids"])
     assert ledger.acked_ids <= ids, f"cycle {cycle}: lost {sorted(ledger.acked_ids - ids)[:10]}"
@@ -255,11 +269,11 @@ def check_after_restart(server: Server, ledger: Ledger, cycle: int) -> dict:
     return state
 
 
-def test_sigkill_during_mixed_ingest_five_times_loses_nothing_acknowledged(tmp_path):
+def test_sigkill_during_mixed_ingest_five_times_loses_nothing_acknowledged(tmp_path, database_url):
     ledger = Ledger()
     rng = random.Random(SEED)
     started = time.monotonic()
-    with running_server(tmp_path) as server:
+    with running_server(tmp_path, {"database": {"url": database_url()}}) as server:
         answer = server.post(f"/v1/customers/{CUSTOMER}/features/{CREDITED}/credits",
                              json={"amount": INITIAL_GRANT})
         assert answer.status_code == 200, answer.text
@@ -310,7 +324,7 @@ def test_sigkill_during_mixed_ingest_five_times_loses_nothing_acknowledged(tmp_p
         assert report.json()["summary"]["total_usage"] == \
             expected[("usage", LIMITED)][1] + expected[("usage", CREDITED)][1]
         server.stop()
-        assert_consistent(read_store(server.db_path, CUSTOMER))
+        assert_consistent(read_store(server.database_url, CUSTOMER))
     assert len(server.runs) == CYCLES + 1
     assert time.monotonic() - started < 60
 
@@ -376,19 +390,19 @@ def post_from_processes(server: Server, path: str, make) -> list[tuple[int, dict
     return [answer for p in range(PROCESSES) for answer in collected[p]]
 
 
-def raw_events(db_path: Path, customer: str) -> list[tuple[str | None, float]]:
-    uri = f"file:{db_path}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
-        return list(conn.execute("SELECT event_id, quantity FROM events WHERE customer_id = ?",
-                                 (customer,)))
+def raw_events(url: str, customer: str) -> list[tuple[str | None, float]]:
+    with snapshot(url) as conn:
+        return [tuple(row) for row in conn.execute(text(
+            "SELECT event_id, quantity FROM events WHERE customer_id = :c"), {"c": customer})]
 
 
 def usage(customer: str, **extra) -> dict:
     return {"customer_id": customer, "feature_id": "api", "usage": 1, **extra}
 
 
-def test_enforced_debits_from_5_processes_against_a_limit_and_credits_fit_exactly(tmp_path):
-    with running_server(tmp_path) as server:
+def test_enforced_debits_from_5_processes_against_a_limit_and_credits_fit_exactly(
+        tmp_path, database_url):
+    with running_server(tmp_path, {"database": {"url": database_url()}}) as server:
         answer = server.put("/v1/customers/lim/features/api/limit",
                             json={"limit": 30, "period": "monthly"})
         assert answer.status_code == 200, answer.text
@@ -398,7 +412,7 @@ def test_enforced_debits_from_5_processes_against_a_limit_and_credits_fit_exactl
         assert all(body["status"] == 429 for status, body in answers if status == 429)
         meter = server.get("/v1/customers/lim/features/api/meter").json()
         assert (meter["current"], meter["remaining"]) == (30, 0), meter
-        assert len(raw_events(server.db_path, "lim")) == 30
+        assert len(raw_events(server.database_url, "lim")) == 30
 
         answer = server.post("/v1/customers/cred/features/api/credits", json={"amount": 25})
         assert answer.status_code == 200, answer.text
@@ -408,24 +422,24 @@ def test_enforced_debits_from_5_processes_against_a_limit_and_credits_fit_exactl
         assert all(body["status"] == 402 for status, body in answers if status == 402)
         assert server.get("/v1/customers/cred/features/api/credits").json() == \
             {"balance": 0, "credit_metered": True}
-        assert len(raw_events(server.db_path, "cred")) == 25
-        assert_consistent(read_store(server.db_path, "cred"))
+        assert len(raw_events(server.database_url, "cred")) == 25
+        assert_consistent(read_store(server.database_url, "cred"))
 
 
-def test_identical_idempotency_keys_from_5_processes_record_once(tmp_path):
-    with running_server(tmp_path) as server:
+def test_identical_idempotency_keys_from_5_processes_record_once(tmp_path, database_url):
+    with running_server(tmp_path, {"database": {"url": database_url()}}) as server:
         answers = post_from_processes(server, "/v1/usage", lambda p, t: (
             TRUE, usage("idem", usage=5), {"Idempotency-Key": "race-key"}))
         assert [status for status, _ in answers] == [200] * 50, answers
         assert Counter(body["recorded"] for _, body in answers) == {True: 1, False: 49}
         assert all(body["duplicate"] is not body["recorded"] for _, body in answers)
-        assert raw_events(server.db_path, "idem") == [("race-key", 5.0)]
+        assert raw_events(server.database_url, "idem") == [("race-key", 5.0)]
         assert server.get("/v1/customers/idem/features/api/meter").json()["current"] == 5
 
 
-def test_put_limit_concurrent_with_enforced_ingest(tmp_path):
+def test_put_limit_concurrent_with_enforced_ingest(tmp_path, database_url):
     largest = 1000
-    with running_server(tmp_path) as server:
+    with running_server(tmp_path, {"database": {"url": database_url()}}) as server:
         path = "/v1/customers/pl/features/api/limit"
         assert server.put(path, json={"limit": largest, "period": "monthly"}).status_code == 200
         stop = threading.Event()
@@ -481,8 +495,8 @@ def test_put_limit_concurrent_with_enforced_ingest(tmp_path):
         statuses = Counter(status for _, status in outcomes)
         assert set(statuses) <= {200, 429}, statuses
         assert statuses[429] > 0 and statuses[200] > 0, statuses
-        recorded = {event_id for event_id, _ in raw_events(server.db_path, "pl")}
+        recorded = {event_id for event_id, _ in raw_events(server.database_url, "pl")}
         assert recorded == {event_id for event_id, status in outcomes if status == 200}
         meter = server.get("/v1/customers/pl/features/api/meter").json()
         assert meter["current"] == len(recorded) <= largest, meter
-        assert_consistent(read_store(server.db_path, "pl"))
+        assert_consistent(read_store(server.database_url, "pl"))
