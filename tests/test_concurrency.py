@@ -1,5 +1,6 @@
 """Atomic enforcement: concurrent enforced debits from threads and from processes sharing one
-SQLite file land exactly on the limit and the balance, never past them."""
+store (a SQLite file, or a PostgreSQL database) land exactly on the limit and the balance,
+never past them."""
 
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def test_eight_threads_land_exactly_on_the_limit_and_the_balance(tracker):
     assert count_rows(tracker, events) == 160
 
 
-def _process_worker(db_path: str, attempts: int, start, results) -> None:
-    tracker = UsageTracker({"database": {"url": f"sqlite:///{db_path}"}}, clock=lambda: FIXED_NOW)
+def _process_worker(url: str, attempts: int, start, results) -> None:
+    tracker = UsageTracker({"database": {"url": url}}, clock=lambda: FIXED_NOW)
     start.wait()
     try:
         results.put((attempt_debits(tracker, "c1", "api", attempts),
@@ -61,14 +62,14 @@ def _process_worker(db_path: str, attempts: int, start, results) -> None:
         tracker.close()
 
 
-def test_two_processes_sharing_one_file_land_exactly_on_the_limit(tmp_path):
-    db_path = tmp_path / "shared.db"
-    setup = UsageTracker({"database": {"url": f"sqlite:///{db_path}"}}, clock=lambda: FIXED_NOW)
+def test_two_processes_sharing_one_store_land_exactly_on_the_limit(database_url):
+    url = database_url("shared")
+    setup = UsageTracker({"database": {"url": url}}, clock=lambda: FIXED_NOW)
     setup.set_usage_limit("c1", UsageLimit("api", 150, "monthly"))
     setup.update_credit_balance("c2", "api", 130)
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=_process_worker, args=(str(db_path), 100, start, results))
+    workers = [context.Process(target=_process_worker, args=(url, 100, start, results))
                for _ in range(2)]
     for worker in workers:
         worker.start()
