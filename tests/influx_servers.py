@@ -290,7 +290,8 @@ bind-address = "{HOST}:{self.rpc_port}"
         if not rows:
             return 0, 0.0
         assert len(rows) == 1, rows
-        return rows[0]["count"], rows[0]["sum"]
+        # influxd may answer a row of nulls while a shard it has just opened is still empty.
+        return rows[0]["count"] or 0, rows[0]["sum"] or 0.0
 
     def field_values(self, measurement: str, field: str) -> dict[Labels, list]:
         """The sorted values of ``field`` per series (tag set) of ``measurement``."""

@@ -9,17 +9,14 @@ Trackers here run on the real clock: VictoriaMetrics drops samples older than it
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from carnil_analytics import UsageTracker
 from carnil_analytics.influx.shipper import Shipper
@@ -45,14 +42,14 @@ WEEK_NS = 7 * 86_400 * 10**9  # the shard group duration of influxd's default au
 
 
 @pytest.fixture
-def mirrored_tracker(tmp_path):
-    """Trackers on ``tmp_path/carnil.db``, on the real clock, mirroring to the ``influxdb``
-    section given; closed at teardown."""
+def mirrored_tracker(database_url):
+    """Trackers on the test's store (SQLite or PostgreSQL), on the real clock, mirroring to
+    the ``influxdb`` section given; closed at teardown."""
     made: list[UsageTracker] = []
 
     def make(influxdb: dict, **config) -> UsageTracker:
-        made.append(UsageTracker({"database": {"url": f"sqlite:///{tmp_path / 'carnil.db'}"},
-                                  "influxdb": influxdb, **config}))
+        made.append(UsageTracker({"database": {"url": database_url()}, "influxdb": influxdb,
+                                  **config}))
         return made[-1]
 
     yield make
@@ -112,14 +109,17 @@ def whole_sum(first: int, last: int) -> int:
     return (first + last) * (last - first + 1) // 2
 
 
-def mark_in_db(db_path: Path) -> tuple[int, int]:
-    """(shipped_seq, highest seq) read straight from a service's SQLite file."""
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
-                                            timeout=10)) as conn:
-        mark = conn.execute("SELECT shipped_seq FROM mirror_marks WHERE target = 'influxdb'"
-                            ).fetchone()
-        top = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
-    return (mark[0] if mark else 0), (top or 0)
+def mark_in_db(url: str) -> tuple[int, int]:
+    """(shipped_seq, highest seq) read straight from a service's store."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            mark = conn.execute(text(
+                "SELECT shipped_seq FROM mirror_marks WHERE target = 'influxdb'")).scalar()
+            top = conn.execute(text("SELECT max(seq) FROM events")).scalar()
+    finally:
+        engine.dispose()
+    return (mark or 0), (top or 0)
 
 
 # ------------------------------------------------------------------------------ 1. one instant
@@ -312,9 +312,10 @@ def test_outage_mid_stream_loses_nothing_and_writes_nothing_twice(target, mirror
 # ------------------------------------------------------------------------------ 5. SIGKILL
 
 
-def test_sigkill_while_shipping_a_backlog_loses_nothing(influxd, tmp_path):
+def test_sigkill_while_shipping_a_backlog_loses_nothing(influxd, tmp_path, database_url):
     total, batch = 20_000, 1000
-    config = {"influxdb": influxd.client_config(flush_interval_seconds=0.2, batch_size=500,
+    config = {"database": {"url": database_url()},
+              "influxdb": influxd.client_config(flush_interval_seconds=0.2, batch_size=500,
                                                 max_backoff_seconds=1.0, timeout_seconds=2.0)}
     with running_server(tmp_path, config) as server:
         ready = server.get("/readyz")
@@ -333,13 +334,13 @@ def test_sigkill_while_shipping_a_backlog_loses_nothing(influxd, tmp_path):
                 for i in range(start, start + batch)])
             assert answer.json() == {"accepted": batch, "duplicates": 0}, answer.text
         assert server.get("/healthz").status_code == 200
-        assert mark_in_db(server.db_path) == (0, total)
+        assert mark_in_db(server.database_url) == (0, total)
 
         influxd.start()
         wait_until(lambda: influxd.count_and_sum()[0] > 0, 20,
                    "the service did not start shipping after influxd came back", interval=0.01)
         server.kill()  # mid-shipping
-        shipped, top = mark_in_db(server.db_path)
+        shipped, top = mark_in_db(server.database_url)
         count_at_kill = influxd.count_and_sum()[0]
         assert 0 < count_at_kill < total and shipped < top == total, (
             f"not killed mid-shipping: {count_at_kill} points, mark {shipped} of {top}")
@@ -348,8 +349,8 @@ def test_sigkill_while_shipping_a_backlog_loses_nothing(influxd, tmp_path):
         ready = server.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["influxdb"] == "ok"
-        wait_until(lambda: mark_in_db(server.db_path)[0] == total, 60,
-                   lambda: f"shipped up to {mark_in_db(server.db_path)} after the restart")
+        wait_until(lambda: mark_in_db(server.database_url)[0] == total, 60,
+                   lambda: f"shipped up to {mark_in_db(server.database_url)} after the restart")
     count, summed = influxd.count_and_sum()
     assert (count, summed) == (total, whole_sum(1, total))
     per_customer = influxd.query("SELECT count(quantity) FROM usage GROUP BY customer")
@@ -397,8 +398,7 @@ def test_a_rejected_point_does_not_stall_the_rest(influxd, mirrored_tracker, cap
 # ------------------------------------------------------------------------------ 7. CLI
 
 
-def test_cli_ship_and_backfill(influxd, mirrored_tracker, tmp_path):
-    db_path = tmp_path / "carnil.db"
+def test_cli_ship_and_backfill(influxd, mirrored_tracker, database_url, tmp_path):
     now = datetime.now(UTC)
     tracker = mirrored_tracker(influxd.client_config())
     quantity = 0
@@ -415,7 +415,7 @@ def test_cli_ship_and_backfill(influxd, mirrored_tracker, tmp_path):
     tracker.close()  # the command line takes over the store
 
     config_path = tmp_path / "carnil.yaml"
-    config = {"database": {"url": f"sqlite:///{db_path}"}, "influxdb": influxd.client_config()}
+    config = {"database": {"url": database_url()}, "influxdb": influxd.client_config()}
     config_path.write_text(yaml.safe_dump(config))
     assert "CARNIL_CONFIG" not in cli_env()
 
@@ -427,7 +427,7 @@ def test_cli_ship_and_backfill(influxd, mirrored_tracker, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "shipped 0 events" in again.stdout
     assert influxd.count_and_sum() == (len(expected), sum(q for _, q in expected))
-    mark_before = mark_in_db(db_path)
+    mark_before = mark_in_db(database_url())
 
     influxd.create_database("fresh")
     fresh_path = tmp_path / "fresh.yaml"
@@ -442,22 +442,23 @@ def test_cli_ship_and_backfill(influxd, mirrored_tracker, tmp_path):
         assert backfilled.returncode == 0, backfilled.stderr
         assert f"wrote {len(wanted)} events" in backfilled.stdout
         assert influxd.count_and_sum(database="fresh") == (len(wanted), sum(wanted))
-    assert mark_in_db(db_path) == mark_before  # backfill leaves the mark alone
+    assert mark_in_db(database_url()) == mark_before  # backfill leaves the mark alone
     assert influxd.count_and_sum() == (len(expected), sum(q for _, q in expected))
 
 
-def test_cli_ship_fails_cleanly_when_influxdb_is_down(influxd, mirrored_tracker, tmp_path):
+def test_cli_ship_fails_cleanly_when_influxdb_is_down(influxd, mirrored_tracker, database_url,
+                                                      tmp_path):
     tracker = mirrored_tracker(influxd.client_config())
     tracker.track_usage("cust", "api", 1)
     config_path = tmp_path / "carnil.yaml"
     config_path.write_text(yaml.safe_dump({
-        "database": {"url": f"sqlite:///{tmp_path / 'carnil.db'}"},
+        "database": {"url": database_url()},
         "influxdb": influxd.client_config(timeout_seconds=2.0)}))
     influxd.stop()
     failed = run_cli(config_path, "influx", "ship")
     assert failed.returncode == 1
     assert "InfluxDB write failed" in failed.stderr
-    assert mark_in_db(tmp_path / "carnil.db") == (0, 1)
+    assert mark_in_db(database_url()) == (0, 1)
     influxd.start()
     shipped = run_cli(config_path, "influx", "ship")
     assert shipped.returncode == 0, shipped.stderr
@@ -521,14 +522,22 @@ def test_extreme_values_arrive_exactly(target, mirrored_tracker):
 # ------------------------------------------------------------------------------ far-apart seqs
 
 
-def test_events_of_one_instant_a_million_seqs_apart_stay_two_points(influxd, mirrored_tracker):
+# Move the events' sequence on, as if 999,999 other events had been recorded.
+SKIP_A_MILLION = {
+    "sqlite": "UPDATE sqlite_sequence SET seq = 1000000 WHERE name = 'events'",
+    "postgresql": "SELECT setval(pg_get_serial_sequence('events', 'seq'), 1000000)",
+}
+
+
+def test_events_of_one_instant_a_million_seqs_apart_stay_two_points(influxd, mirrored_tracker,
+                                                                    store):
     tracker = mirrored_tracker(influxd.client_config())
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     tracker.track_usage("cust", "api", 1, timestamp=at)
     # As if 999,999 other events had been recorded since (sequence numbers are never reused):
     # recording them for real takes ~15 s and shipping them far longer.
     with tracker.db.writing() as conn:
-        conn.exec_driver_sql("UPDATE sqlite_sequence SET seq = 1000000 WHERE name = 'events'")
+        conn.exec_driver_sql(SKIP_A_MILLION[store])
     tracker.track_usage("cust", "api", 2, timestamp=at)  # e.g. a client that rounds timestamps
     assert [row.seq for row in _all_seqs(tracker)] == [1, 1_000_001]
     assert shipper_for(tracker).ship_all() == 2
