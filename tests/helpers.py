@@ -1,4 +1,5 @@
-"""Shared by the tests: assertions about what the store holds, and the role table of the API."""
+"""Shared by the tests: assertions about what the store holds, a writer that keeps the mirror's
+points in a list, and the role table of the API."""
 
 from __future__ import annotations
 
@@ -17,6 +18,28 @@ def assert_nothing_recorded(tracker: UsageTracker) -> None:
     """No event, rollup, total or ledger entry exists."""
     for table in (events, rollups_hour, totals, credit_ledger):
         assert count_rows(tracker, table) == 0, table.name
+
+
+class ListWriter:
+    """A writer that keeps the lines it is given."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def write(self, lines: list[str]) -> None:
+        self.lines.extend(lines)
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def shipped(writer: ListWriter) -> list[float]:
+    """The quantities of the points written, in order (each test gives events their own)."""
+    return [float(line.split("quantity=")[1].split(" ")[0].split(",")[0])
+            for line in writer.lines]
 
 
 # Which roles may call each API operation besides admin; "customer": for its own customer only.

@@ -1,7 +1,8 @@
 """The outbox order and the shipping lease, on both stores.
 
-The shipper here writes to a list (what InfluxDB does with points is the business of
-``test_influx.py``); what is tested is which events it ships, in which order, and when.
+The shipper here writes to a list (``helpers.ListWriter``: what InfluxDB does with points is
+the business of ``test_influx.py``); what is tested is which events it ships, in which order,
+and when.
 """
 
 from __future__ import annotations
@@ -14,32 +15,12 @@ from carnil_analytics.influx.shipper import LEASE, LeaseLost, Shipper
 from carnil_analytics.store import outbox
 from carnil_analytics.store.schema import leases
 
-
-class ListWriter:
-    """A writer that keeps the lines it is given."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def write(self, lines: list[str]) -> None:
-        self.lines.extend(lines)
-
-    def ping(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
+from helpers import ListWriter, shipped
 
 
 def shipper(tracker, batch_size: int = 100) -> tuple[Shipper, ListWriter]:
     writer = ListWriter()
     return Shipper(tracker.db, InfluxDBSettings(batch_size=batch_size), writer), writer
-
-
-def shipped(writer: ListWriter) -> list[float]:
-    """The quantities of the points written, in order (each test gives events their own)."""
-    return [float(line.split("quantity=")[1].split(" ")[0].split(",")[0])
-            for line in writer.lines]
 
 
 def test_events_are_shipped_once_in_order(tracker):

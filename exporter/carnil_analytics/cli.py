@@ -54,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
                           help="RFC 3339 time or YYYY-MM-DD (UTC)")
     backfill.set_defaults(run=_influx_backfill)
 
+    store = commands.add_parser("store", help="the SQL store")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    copy = store_commands.add_parser(
+        "copy", help="copy every row of the store into an empty one (e.g. SQLite → PostgreSQL)")
+    copy.add_argument("--to", required=True, metavar="URL",
+                      help="the target's SQLAlchemy URL, e.g. postgresql+psycopg://…/carnil")
+    copy.set_defaults(run=_store_copy)
+
     check = commands.add_parser(
         "check-config", help="validate the configuration and print it, secrets masked")
     check.set_defaults(run=_check_config)
@@ -152,6 +160,28 @@ def _influx_ship(settings: Settings, _args: argparse.Namespace) -> int:
 def _influx_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return _with_shipper(settings, lambda shipper: (
         f"wrote {shipper.backfill(args.since)} events since {args.since.isoformat()}"))
+
+
+def _store_copy(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from .config import DatabaseSettings
+    from .store.copy import copy_store
+    from .store.database import Database
+
+    source = Database(settings.database)
+    target = None
+    try:
+        target = Database(DatabaseSettings(**{**settings.database.model_dump(), "url": args.to}))
+        copied = copy_store(source, target,
+                            lambda table, rows: print(f"  {table:20} {rows:>12,} rows"))
+    finally:
+        source.close()
+        if target is not None:
+            target.close()
+    shown = make_url(args.to).render_as_string(hide_password=True)
+    print(f"copied {sum(copied.values()):,} rows into {shown}")
+    return 0
 
 
 def _check_config(settings: Settings, _args: argparse.Namespace) -> int:
