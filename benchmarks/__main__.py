@@ -23,6 +23,7 @@ SCENARIOS = [
     ingest.track_events_batches,
     checks.check_usage_allowed,
     reports.month_report,
+    reports.month_report_postgresql,
     metrics_scrape.metrics_scrape,
     metrics_scrape.metrics_scrape_postgresql,
     *http_api.SCENARIOS,

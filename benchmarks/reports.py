@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
+import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import text
 
 from carnil_analytics import CarnilAnalytics, CustomerReport, UsageAnalyticsEngine, UsageTracker
 
 from .harness import Plan, Result, median_of, say, seconds
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from postgres_server import PostgresServer  # noqa: E402
 
 CUSTOMER = "customer-big"
 FEATURES = ["api_calls", "storage_gb", "exports", "seats", "webhooks"]
@@ -25,45 +32,61 @@ PRICING = {
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
 # What a report is made of, computed the obvious way: per day and feature over raw events.
-RAW_REPORT = f"""
+RAW_REPORT = text(f"""
 SELECT kind, subject, ts_us - ts_us % {DAY_US} AS day, SUM(quantity), SUM(cost_nanos)
 FROM events
-WHERE customer_id = ? AND ts_us >= ? AND ts_us < ?
+WHERE customer_id = :customer AND ts_us >= :start AND ts_us < :end
 GROUP BY kind, subject, day
-"""
+""")
 
 
 def month_report(plan: Plan) -> list[Result]:
     """``generate_customer_report`` and ``get_customer_report`` for ``month``."""
     events = plan.pick(1_000_000, 20_000)
     with tempfile.TemporaryDirectory(prefix="carnil-bench-") as tmp:
-        path = f"{tmp}/carnil.db"
-        config = {"database": {"url": f"sqlite:///{path}"}, "pricing": PRICING}
-        with UsageTracker(config) as tracker:
-            _load(tracker, events)
-            engine, analytics = UsageAnalyticsEngine(tracker), CarnilAnalytics(tracker)
-            report = engine.generate_customer_report(CUSTOMER, "month")  # warm-up
-            engine_ms = _median_ms(plan.runs, lambda: engine.generate_customer_report(
-                CUSTOMER, "month"))
-            facade_ms = _median_ms(plan.runs, lambda: analytics.get_customer_report(
-                CUSTOMER, "month"))
-        say(f"month report: engine {engine_ms:.2f} ms, CarnilAnalytics {facade_ms:.2f} ms")
-
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            window = (CUSTOMER, _micros(report.start), _micros(report.end))
-            rows = conn.execute(RAW_REPORT, window).fetchall()
-            raw_ms = _median_ms(plan.runs, lambda: conn.execute(RAW_REPORT, window).fetchall())
-        finally:
-            conn.close()
-        say(f"month report: raw GROUP BY over events {raw_ms:.2f} ms ({len(rows)} rows)")
-        _compare(report, rows)
+        engine_ms, facade_ms, raw_ms = _measure(plan, f"sqlite:///{tmp}/carnil.db", events)
     return [
         Result(f"generate_customer_report, month, {_count(events)} events", engine_ms, raw_ms,
                "ms", TARGET_MS, higher_is_better=False),
         Result(f"get_customer_report, month, {_count(events)} events", facade_ms, raw_ms,
                "ms", TARGET_MS, higher_is_better=False),
     ]
+
+
+def month_report_postgresql(plan: Plan) -> list[Result]:
+    """The same on PostgreSQL (the test suite's server): reported, not judged."""
+    events = plan.pick(1_000_000, 20_000)
+    with ExitStack() as stack:
+        postgres = PostgresServer.launch()
+        stack.callback(postgres.close)
+        database = postgres.new_database()
+        stack.callback(postgres.drop_database, database)
+        engine_ms, _facade_ms, raw_ms = _measure(plan, postgres.url(database), events)
+    return [Result(f"generate_customer_report, month, {_count(events)} events, PostgreSQL",
+                   engine_ms, raw_ms, "ms", None, higher_is_better=False)]
+
+
+def _measure(plan: Plan, url: str, events: int) -> tuple[float, float, float]:
+    """Milliseconds of the engine's and the facade's month report, and of the raw GROUP BY,
+    on the store at ``url`` filled with ``events`` events."""
+    with UsageTracker({"database": {"url": url}, "pricing": PRICING}) as tracker:
+        _load(tracker, events)
+        engine, analytics = UsageAnalyticsEngine(tracker), CarnilAnalytics(tracker)
+        report = engine.generate_customer_report(CUSTOMER, "month")  # warm-up
+        engine_ms = _median_ms(plan.runs, lambda: engine.generate_customer_report(
+            CUSTOMER, "month"))
+        facade_ms = _median_ms(plan.runs, lambda: analytics.get_customer_report(
+            CUSTOMER, "month"))
+        say(f"month report: engine {engine_ms:.2f} ms, CarnilAnalytics {facade_ms:.2f} ms")
+
+        window = {"customer": CUSTOMER, "start": _micros(report.start),
+                  "end": _micros(report.end)}
+        with tracker.db.engine.connect() as conn:
+            rows = conn.execute(RAW_REPORT, window).all()
+            raw_ms = _median_ms(plan.runs, lambda: conn.execute(RAW_REPORT, window).all())
+        say(f"month report: raw GROUP BY over events {raw_ms:.2f} ms ({len(rows)} rows)")
+        _compare(report, rows)
+    return engine_ms, facade_ms, raw_ms
 
 
 def _load(tracker: UsageTracker, events: int) -> None:
@@ -93,7 +116,7 @@ def _event(i: int, timestamp: datetime) -> dict:
 def _compare(report: CustomerReport, rows: list[tuple]) -> None:
     """Warn when the report and the raw events disagree: a fast wrong answer is no answer."""
     raw_usage = sum(quantity for kind, _, _, quantity, _ in rows if kind == "usage")
-    raw_cost = sum(nanos for *_, nanos in rows) / 1e9
+    raw_cost = int(sum(nanos for *_, nanos in rows)) / 1e9  # PostgreSQL sums to Decimal
     if abs(raw_usage - report.summary.total_usage) > 1e-6 \
             or abs(raw_cost - report.summary.total_cost) > 1e-6 * max(1.0, raw_cost):
         say(f"WARNING: report totals (usage {report.summary.total_usage}, cost "
