@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from carnil_analytics import StorageUnavailable, UsageLimit, UsageTracker
+from carnil_analytics import ConfigError, StorageUnavailable, UsageLimit, UsageTracker
 from carnil_analytics.store.database import MIGRATIONS
 from carnil_analytics.store.schema import events, rollups_minute, schema_version
 
@@ -134,3 +134,9 @@ def test_an_older_schema_is_upgraded_in_place(tmp_path, clock):
         assert conn.execute(text("SELECT count(*) FROM api_keys")).scalar() == 0
         assert conn.execute(select(events.c.quantity)).scalars().all() == [7.0]
     tracker.close()
+
+
+def test_a_postgresql_url_without_its_driver_names_the_extra():
+    with pytest.raises(ConfigError, match=r"No module named 'pg8000'.*"
+                                          r"carnil-analytics\[postgresql\].*postgresql\+psycopg"):
+        UsageTracker({"database": {"url": "postgresql+pg8000://carnil@127.0.0.1:1/carnil"}})

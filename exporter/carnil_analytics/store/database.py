@@ -68,7 +68,10 @@ class Database:
         except OSError as exc:
             raise StorageUnavailable(f"cannot open the store: {exc.strerror}") from None
         except (ArgumentError, ImportError) as exc:
-            raise ConfigError(f"database.url: cannot use {url.drivername!r}: {exc}") from None
+            hint = " (pip install 'carnil-analytics[postgresql]' and use postgresql+psycopg://)" \
+                if isinstance(exc, ImportError) and self.dialect == "postgresql" else ""
+            raise ConfigError(f"database.url: cannot use {url.drivername!r}: {exc}{hint}"
+                              ) from None
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
