@@ -104,6 +104,40 @@ def test_calendar_rollover_restarts_usage(tracker, clock):
     assert tracker.get_meter("c1", "api").remaining == 0
 
 
+def test_meters_rolling_over_together_count_their_new_periods_apart(tracker, clock):
+    """A batch whose meters all moved to a new day recounts them in one query over the
+    customers' events; each meter must still take only its own part (its feature, or every
+    model for the AI meters, tokens or cost) and only events of the new day."""
+    clock.now = at(2026, 3, 18, 23, 58)
+    for customer, feature in (("c1", "api"), ("c1", "sms"), ("c1", "ai_tokens"),
+                              ("c1", "ai_cost"), ("c2", "api")):
+        tracker.set_usage_limit(customer, UsageLimit(feature, 10**6, "daily"))
+    tomorrow = at(2026, 3, 19, 0, 2)  # dated ahead, within the allowed clock skew
+    tracker.track_events([
+        {"type": "usage", "customer_id": "c1", "feature_id": "api", "usage": 10},
+        {"type": "usage", "customer_id": "c1", "feature_id": "api", "usage": 7,
+         "timestamp": tomorrow},
+        {"type": "usage", "customer_id": "c1", "feature_id": "sms", "usage": 2,
+         "timestamp": tomorrow},
+        {"type": "ai_usage", "customer_id": "c1", "model_id": "m1", "tokens": 50, "cost": 1.0},
+        {"type": "ai_usage", "customer_id": "c1", "model_id": "m1", "tokens": 100,
+         "cost": 0.25, "timestamp": tomorrow},
+        {"type": "ai_usage", "customer_id": "c1", "model_id": "m2", "tokens": 30,
+         "cost": 0.5, "timestamp": tomorrow},
+        {"type": "usage", "customer_id": "c2", "feature_id": "api", "usage": 3,
+         "timestamp": tomorrow}])
+    clock.now = at(2026, 3, 19, 0, 10)
+    tracker.track_events([  # one event on each meter: all five roll over in this batch
+        {"type": "usage", "customer_id": "c1", "feature_id": "api", "usage": 1},
+        {"type": "usage", "customer_id": "c1", "feature_id": "sms", "usage": 1},
+        {"type": "ai_usage", "customer_id": "c1", "model_id": "m3", "tokens": 1, "cost": 0.125},
+        {"type": "usage", "customer_id": "c2", "feature_id": "api", "usage": 1}])
+    current = {(c, f): tracker.get_meter(c, f).current for c, f in (
+        ("c1", "api"), ("c1", "sms"), ("c1", "ai_tokens"), ("c1", "ai_cost"), ("c2", "api"))}
+    assert current == {("c1", "api"): 8, ("c1", "sms"): 3, ("c1", "ai_tokens"): 131,
+                       ("c1", "ai_cost"): 0.875, ("c2", "api"): 4}
+
+
 def test_enforce_allows_exactly_the_limit_and_rejects_without_recording(tracker):
     tracker.set_usage_limit("c1", UsageLimit("api", 10, "monthly"))
     assert tracker.track_usage("c1", "api", 6, enforce=True)

@@ -23,7 +23,7 @@ from ..models import AI_COST_METER, AI_TOKENS_METER, to_micros
 from ..money import from_nanos
 from ..store import labels, outbox
 from ..store.database import Database
-from ..store.meters import MeterState, due_for_rollover, roll_over
+from ..store.meters import MeterState, due_for_rollover, roll_over, save_rollovers
 from ..store.queries import trailing_rate
 from ..store.schema import MEASURES, meters, rollups_minute, totals
 from .exposition import TextFamily
@@ -69,7 +69,7 @@ class StoreCollector:
                 due = due_for_rollover(conn, to_micros(now))
             for start in range(0, len(due), ROLLOVERS_PER_TRANSACTION):
                 with self._db.writing() as conn:
-                    roll_over(conn, due[start:start + ROLLOVERS_PER_TRANSACTION], now)
+                    save_rollovers(conn, due[start:start + ROLLOVERS_PER_TRANSACTION], now)
         except Exception as exc:  # never fails a scrape: the read below decides about up
             log.warning("cannot save the meters' rollover: %s", exc)
 
@@ -111,16 +111,15 @@ class StoreCollector:
         rates = self._rates(conn, now_us, own_label)
         for (customer, feature), rate in rates.items():
             family["carnil_usage_rate_per_minute"].add([customer, feature], rate)
-        rows = conn.execute(select(meters).where(
-            or_(meters.c.limit_value.is_not(None), meters.c.credit_metered)))
-        for row in rows.all():
-            state = MeterState.from_row(row)
+        states = [MeterState.from_row(row) for row in conn.execute(select(meters).where(
+            or_(meters.c.limit_value.is_not(None), meters.c.credit_metered)))]
+        roll_over(conn, states, now)  # in memory: those whose rollover could not be saved
+        for state in states:
             labels_ = [state.customer_id, state.feature_id]
             if state.credit_metered:
                 family["carnil_credit_balance"].add(labels_, state.credit_balance)
             if not state.has_limit:
                 continue
-            state.roll_over(conn, now)
             remaining = state.limit_value - state.period_usage
             family["carnil_usage_current"].add(labels_, state.period_usage)
             family["carnil_usage_limit"].add([*labels_, state.period], state.limit_value)

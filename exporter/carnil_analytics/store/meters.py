@@ -7,6 +7,7 @@ When the period has ended the counter is rebuilt from the raw events of the new 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -65,17 +66,17 @@ class MeterState:
         anchor = None if self.reset_anchor_us is None else from_micros(self.reset_anchor_us)
         return limit_window(LimitPeriod(self.period), now, anchor)
 
+    def new_period(self, now: datetime) -> tuple[int, int] | None:
+        """The limit period containing ``now`` as (start, end), if it is not the stored one."""
+        if not self.has_limit:
+            return None
+        window = self.window(now)
+        period = (to_micros(window.start), to_micros(window.end))
+        return None if period == (self.period_start_us, self.period_end_us) else period
+
     def roll_over(self, conn: Connection, now: datetime) -> None:
         """Move the counter to the period containing ``now``, if that period has changed."""
-        if not self.has_limit:
-            return
-        window = self.window(now)
-        start_us, end_us = to_micros(window.start), to_micros(window.end)
-        if (start_us, end_us) != (self.period_start_us, self.period_end_us):
-            self.period_start_us, self.period_end_us = start_us, end_us
-            self.period_usage = meter_usage_between(conn, self.customer_id, self.feature_id,
-                                                    start_us, end_us)
-            self.changed = True
+        roll_over(conn, [self], now)
 
     def limit_fits(self, amount: float) -> bool:
         """Whether ``amount`` more usage stays within the limit this period."""
@@ -116,12 +117,26 @@ def load_meters(conn: Connection, keys: set[tuple[str, str]], now: datetime,
         query = select(meters).where(
             tuple_(meters.c.customer_id, meters.c.feature_id).in_(list(keys)))
         rows = conn.execute(query.with_for_update() if for_update else query).all()
-    found = {}
-    for row in rows:
-        state = MeterState.from_row(row)
-        state.roll_over(conn, now)
-        found[state.key] = state
-    return found
+    states = [MeterState.from_row(row) for row in rows]
+    roll_over(conn, states, now)
+    return {state.key: state for state in states}
+
+
+def roll_over(conn: Connection, states: list[MeterState], now: datetime) -> None:
+    """Move each meter whose period has changed to the period containing ``now``, its usage
+    counted from the raw events: one query per new period, whatever the number of meters
+    (after a reset, every daily meter moves to the same new day)."""
+    due: dict[tuple[int, int], list[MeterState]] = defaultdict(list)
+    for state in states:
+        period = state.new_period(now)
+        if period is not None:
+            due[period].append(state)
+    for (start_us, end_us), group in due.items():
+        usage = meters_usage_between(conn, [state.key for state in group], start_us, end_us)
+        for state in group:
+            state.period_start_us, state.period_end_us = start_us, end_us
+            state.period_usage = usage[state.key]
+            state.changed = True
 
 
 _ONE_METER = select(meters).where(meters.c.customer_id == bindparam("b_customer"),
@@ -180,14 +195,36 @@ class MeterSource:
         return from_nanos(int(total)) if self.column == "cost_nanos" else float(total)
 
 
-def meter_usage_between(conn: Connection, customer_id: str, feature_id: str,
-                        start_us: int, end_us: int) -> float:
-    """A meter's usage from the raw events dated in [start, end)."""
-    source = MeterSource.of(feature_id)
-    total = conn.execute(select(func.sum(events.c[source.column])).where(
-        *source.where(events, customer_id),
-        events.c.ts_us >= start_us, events.c.ts_us < end_us)).scalar()
-    return source.amount(total)
+def meters_usage_between(conn: Connection, keys: list[tuple[str, str]], start_us: int,
+                         end_us: int) -> dict[tuple[str, str], float]:
+    """The usage of each meter (customer, feature) from the raw events dated in [start, end).
+
+    One meter is one indexed sum over its own events. Several are one query over their
+    customers' events, summed per kind and subject, from which each meter takes its part.
+    """
+    if len(keys) == 1:
+        ((customer_id, feature_id),) = keys
+        source = MeterSource.of(feature_id)
+        total = conn.execute(select(func.sum(events.c[source.column])).where(
+            *source.where(events, customer_id),
+            events.c.ts_us >= start_us, events.c.ts_us < end_us)).scalar()
+        return {keys[0]: source.amount(total)}
+    sums: dict[str, list[tuple[str, str, float, int]]] = defaultdict(list)
+    for customer_id, kind, subject, quantity, cost_nanos in conn.execute(
+            select(events.c.customer_id, events.c.kind, events.c.subject,
+                   func.sum(events.c.quantity), func.sum(events.c.cost_nanos))
+            .where(events.c.customer_id.in_({customer_id for customer_id, _ in keys}),
+                   events.c.ts_us >= start_us, events.c.ts_us < end_us)
+            .group_by(events.c.customer_id, events.c.kind, events.c.subject)):
+        sums[customer_id].append((kind, subject, quantity or 0.0, int(cost_nanos or 0)))
+    usage = {}
+    for customer_id, feature_id in keys:
+        source = MeterSource.of(feature_id)
+        usage[(customer_id, feature_id)] = source.amount(sum(
+            cost_nanos if source.column == "cost_nanos" else quantity
+            for kind, subject, quantity, cost_nanos in sums[customer_id]
+            if kind == source.kind and source.subject in (None, subject)))
+    return usage
 
 
 def due_for_rollover(conn: Connection, now_us: int) -> list[tuple[str, str]]:
@@ -197,7 +234,7 @@ def due_for_rollover(conn: Connection, now_us: int) -> list[tuple[str, str]]:
             meters.c.limit_value.is_not(None), meters.c.period_end_us <= now_us))]
 
 
-def roll_over(conn: Connection, keys: list[tuple[str, str]], now: datetime) -> None:
+def save_rollovers(conn: Connection, keys: list[tuple[str, str]], now: datetime) -> None:
     """Move these meters to the period of ``now`` and save them: their new period's usage is
     counted from the raw events once, instead of by every reader until their next event."""
     locks.lock_customers(conn, {customer_id for customer_id, _ in keys})
