@@ -6,7 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checks, http_api, ingest, metrics_scrape, replicas, reports, shipping, soak
+from . import (
+    checks,
+    http_api,
+    ingest,
+    metrics_scrape,
+    pooling,
+    replicas,
+    reports,
+    shipping,
+    soak,
+)
 from .harness import (
     RATIO_NOTE,
     Plan,
@@ -28,6 +38,7 @@ SCENARIOS = [
     metrics_scrape.metrics_scrape_postgresql,
     *http_api.SCENARIOS,
     *replicas.SCENARIOS,
+    *pooling.SCENARIOS,
     shipping.shipping,
     soak.memory_soak,
 ]

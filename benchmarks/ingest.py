@@ -60,7 +60,7 @@ def _track_usage(plan: Plan, synchronous: str, events: int, target: float | None
     return Result(name, ours, baseline, "events/s", target, higher_is_better=True)
 
 
-def _batch() -> list[dict]:
+def mixed_batch() -> list[dict]:
     """1,000 events over 10 customers × 3 features, every 10th an AI event."""
     batch = []
     for i in range(BATCH_SIZE):
@@ -92,7 +92,7 @@ def track_events_batches(plan: Plan) -> list[Result]:
     """``track_events`` with batches of 1,000 events, one transaction each."""
     name = "track_events, batches of 1,000"
     batches = plan.pick(20, 2)
-    batch = _batch()
+    batch = mixed_batch()
     with tempfile.TemporaryDirectory(prefix="carnil-bench-") as tmp:
         with UsageTracker({"database": {"url": f"sqlite:///{tmp}/carnil.db"}}) as tracker:
             def in_batches() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from carnil_analytics import UsageTracker
 
-from postgres_server import PostgresServer
+from postgres_server import PgBouncer, PostgresServer
 
 STORES = ("sqlite", "postgresql")
 
@@ -37,6 +37,14 @@ def postgres():
     server = PostgresServer.launch()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres):
+    """PgBouncer in transaction mode in front of the session's PostgreSQL."""
+    bouncer = PgBouncer(postgres)
+    yield bouncer
+    bouncer.close()
 
 
 @pytest.fixture

@@ -163,3 +163,71 @@ class PostgresServer:
                                 f"{START_TIMEOUT_SECONDS} s:\n{log.read_text()[-2000:]}",
                                 pytrace=False)
                 time.sleep(0.05)
+
+
+class PgBouncer:
+    """Debian's PgBouncer in transaction pooling mode in front of a ``PostgresServer``, on a
+    loopback port of its own: every database of the server, reached through a small pool of
+    server connections that a client keeps for one transaction only.
+
+    A missing binary FAILS the tests that need it, like a missing PostgreSQL.
+    """
+
+    POOL_SIZE = 4  # server connections per database: far fewer than the clients
+
+    def __init__(self, server: PostgresServer):
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            pytest.fail("PgBouncer is not installed: the transaction-pooling tests run on it "
+                        "and are never skipped. Install it (Debian: apt-get install pgbouncer).",
+                        pytrace=False)
+        self.server = server
+        self.base = Path(tempfile.mkdtemp(prefix="carnil-pgbouncer-"))
+        self.port = free_port()
+        config = self.base / "pgbouncer.ini"
+        config.write_text(
+            "[databases]\n"
+            f"* = host={HOST} port={server.port} user={USER}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {HOST}\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            "auth_type = any\npool_mode = transaction\n"
+            f"default_pool_size = {self.POOL_SIZE}\nmax_client_conn = 1000\n"
+            f"logfile = {self.base / 'pgbouncer.log'}\n")
+        prefix = _as_server_user(self.base)
+        self.process = subprocess.Popen([*prefix, binary, str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        self._wait_ready()
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://{USER}@{HOST}:{self.port}/{database}"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)  # SIGINT: safe shutdown
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            if self.process.poll() is not None:
+                log = self.base / "pgbouncer.log"
+                pytest.fail("pgbouncer exited at start:\n"
+                            + (log.read_text()[-2000:] if log.exists() else ""), pytrace=False)
+            try:
+                psycopg.connect(host=HOST, port=self.port, user=USER, dbname="postgres",
+                                connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.close()
+                    pytest.fail(f"pgbouncer did not accept connections within "
+                                f"{START_TIMEOUT_SECONDS} s", pytrace=False)
+                time.sleep(0.05)

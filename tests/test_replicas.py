@@ -1,4 +1,5 @@
-"""Two real ``serve`` replicas on one real PostgreSQL, as behind a load balancer.
+"""Two real ``serve`` replicas on one real PostgreSQL, as behind a load balancer; each
+scenario runs with the replicas connected directly and through PgBouncer in transaction mode.
 
 - enforced debits split across both replicas land exactly on a limit and a balance;
 - one idempotency key sent to both records one event;
@@ -27,7 +28,7 @@ from carnil_analytics.store.schema import events, leases
 import influx_servers
 from influx_servers import InfluxDB1, wait_until
 from monitoring import RULES
-from postgres_server import PostgresServer
+from postgres_server import PgBouncer, PostgresServer
 from prometheus_server import labels, scraping
 from servers import Server, group_pids
 
@@ -37,16 +38,25 @@ CLIENTS = 50
 LEASE_TAKEOVER_SECONDS = 60  # the dead holder's lease (15 s) runs out, then the next claims it
 
 
+@pytest.fixture(params=["direct", "pgbouncer"])
+def route(request) -> PgBouncer | None:
+    """How the replicas reach PostgreSQL: directly, or through PgBouncer in transaction mode."""
+    return request.getfixturevalue("pgbouncer") if request.param == "pgbouncer" else None
+
+
 @contextlib.contextmanager
-def two_replicas(tmp_path: Path, postgres: PostgresServer,
-                 config: dict | None = None) -> Iterator[tuple[Server, Server, str]]:
-    """Two started services sharing one fresh PostgreSQL database and one admin key; the
-    database URL. Both are stopped at the end whatever happens."""
+def two_replicas(tmp_path: Path, postgres: PostgresServer, config: dict | None = None,
+                 route: PgBouncer | None = None) -> Iterator[tuple[Server, Server, str]]:
+    """Two started services sharing one fresh PostgreSQL database (reached through ``route``
+    if given) and one admin key; the database's direct URL. Both are stopped at the end
+    whatever happens."""
     database = postgres.new_database()
     url = postgres.url(database)
     config = config or {}
-    shared = {**config, "database": {**config.get("database", {}), "url": url},
-              "cache": {"ttl": 0}}
+    store = {**config.get("database", {}), "url": url}
+    if route is not None:
+        store.update(url=route.url(database), transaction_pooling=True)
+    shared = {**config, "database": store, "cache": {"ttl": 0}}
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
     first = Server(tmp_path / "a", {**shared})
@@ -84,8 +94,8 @@ def stored(url: str, customer: str) -> int:
 
 
 def test_enforced_debits_split_across_replicas_fit_the_limit_and_the_balance(tmp_path,
-                                                                             postgres):
-    with two_replicas(tmp_path, postgres) as (a, b, url):
+                                                                             postgres, route):
+    with two_replicas(tmp_path, postgres, route=route) as (a, b, url):
         assert a.put("/v1/customers/lim/features/api/limit",
                      json={"limit": 30, "period": "monthly"}).status_code == 200
         assert b.post("/v1/customers/cred/features/api/credits",
@@ -105,8 +115,8 @@ def test_enforced_debits_split_across_replicas_fit_the_limit_and_the_balance(tmp
                 {"balance": 0, "credit_metered": True}
 
 
-def test_one_idempotency_key_sent_to_both_replicas_records_once(tmp_path, postgres):
-    with two_replicas(tmp_path, postgres) as (a, b, url):
+def test_one_idempotency_key_sent_to_both_replicas_records_once(tmp_path, postgres, route):
+    with two_replicas(tmp_path, postgres, route=route) as (a, b, url):
         answers = split_across((a, b), lambda server, _i: server.post(
             "/v1/usage", headers={"Idempotency-Key": "both-replicas"},
             json={"customer_id": "idem", "feature_id": "api", "usage": 5}))
@@ -127,8 +137,8 @@ def business_series(server: Server) -> dict[tuple, float]:
             for sample in family.samples}
 
 
-def test_both_replicas_export_the_same_business_metrics(tmp_path, postgres):
-    with two_replicas(tmp_path, postgres) as (a, b, _url):
+def test_both_replicas_export_the_same_business_metrics(tmp_path, postgres, route):
+    with two_replicas(tmp_path, postgres, route=route) as (a, b, _url):
         a.put("/v1/customers/acme/features/api/limit", json={"limit": 100, "period": "daily"})
         b.post("/v1/customers/acme/features/sms/credits", json={"amount": 50})
         for index, server in enumerate((a, b, a, b)):
@@ -190,13 +200,13 @@ def post_batches(server: Server, first: int, last: int, size: int = 500) -> None
         assert answer.status_code == 200, answer.text
 
 
-def test_killing_the_shipping_replica_hands_shipping_to_the_other(tmp_path, postgres,
+def test_killing_the_shipping_replica_hands_shipping_to_the_other(tmp_path, postgres, route,
                                                                   influxd: InfluxDB1):
     before, after = 10_000, 2_000
     config = {"influxdb": influxd.client_config(flush_interval_seconds=0.2, batch_size=250,
                                                 max_backoff_seconds=1.0, timeout_seconds=2.0),
               "server": {"graceful_timeout_seconds": 2}}
-    with two_replicas(tmp_path, postgres, config) as (a, b, url):
+    with two_replicas(tmp_path, postgres, config, route) as (a, b, url):
         influxd.stop()  # a backlog builds up, so the kill lands mid-shipping
         post_batches(a, 0, before // 2)
         post_batches(b, before // 2, before)

@@ -34,6 +34,10 @@ class DatabaseSettings(_Section):
     # survives power loss at the price of one fsync per commit.
     synchronous: Literal["normal", "full"] = "normal"
     busy_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # PostgreSQL only: the URL points at a pooler in transaction mode (PgBouncer's
+    # pool_mode = transaction), so no session state may outlive a transaction. It costs
+    # server-side prepared statements: single events are about a quarter slower.
+    transaction_pooling: bool = False
 
 
 class ServerSettings(_Section):

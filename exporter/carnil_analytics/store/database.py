@@ -57,6 +57,8 @@ class Database:
             raise ConfigError("database.url: not a database URL such as "
                               "sqlite:///carnil.db") from None
         self.dialect = url.get_backend_name()
+        if settings.transaction_pooling and self.dialect != "postgresql":
+            raise ConfigError("database.transaction_pooling: only for a PostgreSQL URL")
         self._writers = _WriterQueue(url, settings.busy_timeout_seconds) \
             if self.dialect == "sqlite" else None
         try:
@@ -64,7 +66,9 @@ class Database:
                 else _server_engine(url, settings)
             migrate(self)
         except OperationalError as exc:
-            raise StorageUnavailable(f"cannot open the store: {exc.orig}") from None
+            hint = " (behind a pooler in transaction mode? set database.transaction_pooling)" \
+                if "unsupported startup parameter" in str(exc.orig) else ""
+            raise StorageUnavailable(f"cannot open the store: {exc.orig}{hint}") from None
         except OSError as exc:
             raise StorageUnavailable(f"cannot open the store: {exc.strerror}") from None
         except (ArgumentError, ImportError) as exc:
@@ -205,10 +209,23 @@ def _sqlite_engine(url: URL, settings: DatabaseSettings) -> Engine:
 def _server_engine(url: URL, settings: DatabaseSettings) -> Engine:
     """A client-server store (PostgreSQL): a pool sized for a worker's threads."""
     lock_ms = int(settings.busy_timeout_seconds * 1000)
-    connect_args = {"options": f"-c lock_timeout={lock_ms}"} \
-        if url.get_backend_name() == "postgresql" else {}
-    return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True,
-                         connect_args=connect_args)
+    if not settings.transaction_pooling:
+        return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True,
+                             connect_args={"options": f"-c lock_timeout={lock_ms}"})
+    # Behind a pooler in transaction mode each transaction may run on another server session,
+    # so nothing may be left on one: no server-side prepared statements (psycopg prepares a
+    # statement run five times on a connection), no startup options (PgBouncer refuses them);
+    # the lock timeout is set in each write transaction instead.
+    engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True,
+                           connect_args={"prepare_threshold": None})
+    set_lock_timeout = f"SET LOCAL lock_timeout = {lock_ms}"
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        if conn.get_execution_options().get(_WRITE):
+            conn.exec_driver_sql(set_lock_timeout)
+
+    return engine
 
 
 def _create_tables(*names: str) -> Callable[[Connection], None]:
