@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from .harness import (
     Result,
     machine,
     markdown_table,
+    plan_of,
+    plan_parser,
     say,
     text_table,
 )
@@ -45,17 +46,14 @@ SCENARIOS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
-        description="Time the library against raw sqlite3 baselines and print a table.")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes: checks that the suite works, judges no speed")
+    parser = plan_parser(
+        "python -m benchmarks",
+        "Time the library against raw sqlite3 baselines and print a table.",
+        quick_help="tiny sizes: checks that the suite works, judges no speed")
     parser.add_argument("--markdown", metavar="FILE", type=Path,
                         help="also write the table and a machine description to FILE")
-    parser.add_argument("--runs", type=int, default=None,
-                        help="runs per figure (its median is reported; default 5, quick 3)")
     args = parser.parse_args(argv)
-    plan = Plan(quick=args.quick, runs=args.runs or (3 if args.quick else 5))
+    plan = plan_of(args)
 
     say(f"{'quick' if plan.quick else 'full'} mode, median of {plan.runs} runs per figure")
     results: list[Result] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sqlite3
@@ -60,6 +61,21 @@ class Plan:
 
     def pick(self, full: int, quick: int) -> int:
         return quick if self.quick else full
+
+
+def plan_parser(prog: str, description: str,
+                quick_help: str = "tiny sizes: a smoke run") -> argparse.ArgumentParser:
+    """A command line with the options every benchmark entry point takes: --quick, --runs."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--runs", type=int, default=None,
+                        help="runs per figure (its median is reported; default 5, quick 3)")
+    return parser
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The plan the parsed --quick and --runs ask for."""
+    return Plan(quick=args.quick, runs=args.runs or (3 if args.quick else 5))
 
 
 def seconds(action: Callable[[], object]) -> float:

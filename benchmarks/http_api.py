@@ -15,7 +15,6 @@ just these scenarios, e.g. to compare server layouts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -37,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from .bench_server import NOOP_PATH
-from .harness import RATIO_NOTE, Plan, Result, say, text_table
+from .harness import RATIO_NOTE, Plan, Result, plan_of, plan_parser, say, text_table
 from .ingest import BATCH_SIZE, METERS
 
 ROOT = Path(__file__).resolve().parent.parent  # where ``benchmarks`` is importable from
@@ -336,15 +335,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.http_api",
-        description="Run only the HTTP scenarios, optionally with another server layout.")
-    parser.add_argument("--quick", action="store_true", help="1 s runs, once: a smoke run")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5)")
+    parser = plan_parser(
+        "python -m benchmarks.http_api",
+        "Run only the HTTP scenarios, optionally with another server layout.",
+        quick_help="1 s runs, once: a smoke run")
     parser.add_argument("--workers", type=int, default=DEFAULT_LAYOUT.workers)
     parser.add_argument("--threads", type=int, default=DEFAULT_LAYOUT.threads)
     args = parser.parse_args(argv)
-    plan = Plan(quick=args.quick, runs=args.runs or (3 if args.quick else 5))
+    plan = plan_of(args)
     layout = Layout(args.workers, args.threads)
     say(f"{'quick' if plan.quick else 'full'} mode, {layout}, median of "
         f"{1 if plan.quick else plan.runs} runs per figure")

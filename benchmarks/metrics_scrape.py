@@ -21,7 +21,6 @@ measured too, reported against the same baseline but not judged.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import gc
 import io
@@ -55,7 +54,17 @@ from carnil_analytics.store.schema import (
     totals,
 )
 
-from .harness import RATIO_NOTE, Plan, Result, median_of, say, seconds, text_table
+from .harness import (
+    RATIO_NOTE,
+    Plan,
+    Result,
+    median_of,
+    plan_of,
+    plan_parser,
+    say,
+    seconds,
+    text_table,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from postgres_server import PostgresServer  # noqa: E402
@@ -402,14 +411,13 @@ def profile(customers: int, top: int = 25) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics_scrape",
-                                     description="Time /metrics of many customers.")
-    parser.add_argument("--quick", action="store_true", help="200 customers, a smoke run")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5)")
+    parser = plan_parser("python -m benchmarks.metrics_scrape",
+                         "Time /metrics of many customers.",
+                         quick_help="200 customers, a smoke run")
     parser.add_argument("--profile", action="store_true",
                         help="print a cProfile of one collect + generate_latest instead")
     args = parser.parse_args(argv)
-    plan = Plan(quick=args.quick, runs=args.runs or (3 if args.quick else 5))
+    plan = plan_of(args)
     if args.profile:
         print(profile(plan.pick(10_000, 200)))
         return 0

@@ -14,7 +14,6 @@ Alone: ``python -m benchmarks.pooling [--quick] [--runs N]``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from carnil_analytics import UsageTracker
 
-from .harness import RATIO_NOTE, Plan, Result, say, seconds, text_table
+from .harness import RATIO_NOTE, Plan, Result, plan_of, plan_parser, say, seconds, text_table
 from .ingest import BATCH_SIZE, METERS, mixed_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -85,13 +84,9 @@ SCENARIOS: list[Callable[[Plan], list[Result]]] = [transaction_pooling]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.pooling",
-        description="The store through PgBouncer in transaction mode vs directly.")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5)")
-    args = parser.parse_args(argv)
-    plan = Plan(quick=args.quick, runs=args.runs or (3 if args.quick else 5))
+    plan = plan_of(plan_parser(
+        "python -m benchmarks.pooling",
+        "The store through PgBouncer in transaction mode vs directly.").parse_args(argv))
     print(text_table(transaction_pooling(plan), plan.quick))
     print(RATIO_NOTE)
     return 0

@@ -22,7 +22,6 @@ Alone: ``python -m benchmarks.replicas [--quick] [--runs N]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .harness import RATIO_NOTE, Plan, Result, say, text_table
+from .harness import RATIO_NOTE, Plan, Result, plan_of, plan_parser, say, text_table
 from .http_api import CLIENTS, DEFAULT_LAYOUT, Load, _Service, batch_body, running_service
 from .ingest import BATCH_SIZE, FEATURES
 
@@ -242,13 +241,10 @@ SCENARIOS: list[Callable[[Plan], list[Result]]] = [replicas_batch_ingest]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.replicas",
-        description="Batch ingest through 2 serve replicas on PostgreSQL vs 1 on SQLite.")
-    parser.add_argument("--quick", action="store_true", help="1 s runs, once: a smoke run")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5)")
-    args = parser.parse_args(argv)
-    plan = Plan(quick=args.quick, runs=args.runs or (3 if args.quick else 5))
+    plan = plan_of(plan_parser(
+        "python -m benchmarks.replicas",
+        "Batch ingest through 2 serve replicas on PostgreSQL vs 1 on SQLite.",
+        quick_help="1 s runs, once: a smoke run").parse_args(argv))
     say(f"{'quick' if plan.quick else 'full'} mode, {DEFAULT_LAYOUT} per replica, median of "
         f"{1 if plan.quick else plan.runs} runs per figure")
     results, setups = measure(plan)

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,8 @@ class PostgresServer:
             self.process = subprocess.Popen(
                 [*self._prefix, str(self.bin_dir / "postgres"), "-D", str(self.base / "data"),
                  *settings], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(self.base / "postgres.log")
+        wait_accepting("postgres", self.port, self.process, self.base / "postgres.log",
+                       self.stop)
 
     def _make_template(self) -> None:
         """The template every test database is cloned from: migrated to the current schema
@@ -144,27 +146,6 @@ class PostgresServer:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def _wait_ready(self, log: Path) -> None:
-        import psycopg
-
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"postgres exited at start:\n{log.read_text()[-2000:]}",
-                            pytrace=False)
-            try:
-                psycopg.connect(host=HOST, port=self.port, user=USER, dbname="postgres",
-                                connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"postgres did not accept connections within "
-                                f"{START_TIMEOUT_SECONDS} s:\n{log.read_text()[-2000:]}",
-                                pytrace=False)
-                time.sleep(0.05)
-
-
 class PgBouncer:
     """Debian's PgBouncer in transaction pooling mode in front of a ``PostgresServer``, on a
     loopback port of its own: every database of the server, reached through a small pool of
@@ -197,7 +178,8 @@ class PgBouncer:
         self.process = subprocess.Popen([*prefix, binary, str(config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        self._wait_ready()
+        wait_accepting("pgbouncer", self.port, self.process, self.base / "pgbouncer.log",
+                       self.close)
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://{USER}@{HOST}:{self.port}/{database}"
@@ -212,22 +194,28 @@ class PgBouncer:
                 self.process.wait(timeout=5)
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def _wait_ready(self) -> None:
-        import psycopg
 
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                log = self.base / "pgbouncer.log"
-                pytest.fail("pgbouncer exited at start:\n"
-                            + (log.read_text()[-2000:] if log.exists() else ""), pytrace=False)
-            try:
-                psycopg.connect(host=HOST, port=self.port, user=USER, dbname="postgres",
-                                connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    self.close()
-                    pytest.fail(f"pgbouncer did not accept connections within "
-                                f"{START_TIMEOUT_SECONDS} s", pytrace=False)
-                time.sleep(0.05)
+def wait_accepting(name: str, port: int, process: subprocess.Popen, log: Path,
+                   give_up: Callable[[], None]) -> None:
+    """Wait until the server ``process`` on ``port`` accepts a connection; FAIL the test with
+    the end of its ``log`` if it exits, or after ``give_up()`` if it is not up in time."""
+    import psycopg
+
+    def tail() -> str:
+        return log.read_text()[-2000:] if log.exists() else ""
+
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited at start:\n{tail()}", pytrace=False)
+        try:
+            psycopg.connect(host=HOST, port=port, user=USER, dbname="postgres",
+                            connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                message = (f"{name} did not accept connections within "
+                           f"{START_TIMEOUT_SECONDS} s:\n{tail()}")
+                give_up()
+                pytest.fail(message, pytrace=False)
+            time.sleep(0.05)
