@@ -259,7 +259,7 @@ def test_hostile_idempotency_keys_are_rejected(server):
             if b"\r\n" in encoded or encoded.strip(b" \t") != encoded or not encoded \
                     or len(encoded) > GUNICORN_FIELD_LIMIT:
                 # CRLF ends the header (the rest is the client's own next header line), HTTP
-                # strips blanks around a value, "" is no key; 10 KB: see the xfail below.
+                # strips blanks around a value, "" is no key; 10 KB: see the gunicorn limits test.
                 continue
             for route, body in (("/v1/usage", usage()), ("/v1/ai-usage", ai_usage())):
                 # Over the socket: requests refuses control characters in header values.
@@ -285,9 +285,9 @@ def hostile_paths(server):
                 if value == "..":
                     continue  # the client removes dot segments; sent raw further down
                 if name == "leading-slash" and segment != "key_id":
-                    continue  # see the xfail below
+                    continue  # sent by test_a_leading_slash_in_a_path_id_is_rejected
                 if len(quote(value, safe="")) > GUNICORN_LINE_LIMIT:
-                    continue  # over gunicorn's request-line limit: see the xfail below
+                    continue  # over gunicorn's request-line limit: see the gunicorn limits test
                 path = template
                 for other in segments:
                     path = path.replace(f"{{{other}}}", quote(value, safe="")
@@ -344,17 +344,23 @@ def test_raw_hostile_paths_are_4xx_problems(server, template):
             assert 400 <= status < 500, (segment, status, body[:300])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: requests over gunicorn's limits (request line > 4094 bytes: 414; a header field > "
-    "8190 bytes: 431) are answered by gunicorn itself with text/html, not an "
-    "application/problem+json document (SPEC §4; the app would answer 400 for such ids)"))
-def test_ids_over_gunicorn_limits_get_problem_documents(server):
+def test_requests_over_gunicorn_limits_get_problem_documents(server):
+    """Gunicorn refuses these before the app sees them; its status stands (414, 431, 400),
+    its HTML page does not."""
     with nothing_recorded(server):
         answer = server.get("/v1/customers/" + "a" * 10_240 + "/report")
-        assert_problem(answer, 400)
+        problem = assert_problem(answer, 414)
+        assert problem["title"] == "URI Too Long"
+        assert str(GUNICORN_LINE_LIMIT) in problem["detail"]
         answer = server.post("/v1/usage", json=usage(),
                              headers={"Idempotency-Key": "e" * 10_240})
-        assert_problem(answer, 400)
+        problem = assert_problem(answer, 431)
+        assert str(GUNICORN_FIELD_LIMIT) in problem["detail"]
+        status, headers, raw = raw_request(server, "GET", b"/healthz",
+                                           {b"X-Broken": b"a\x01b"}, b"")
+        assert_raw_problem(status, headers, raw)
+        assert status == 400 and json.loads(raw)["detail"] == "the request is not valid HTTP"
+    assert server.get("/healthz").status_code == 200  # and the worker serves on
 
 
 def test_a_leading_slash_in_a_path_id_is_rejected(server):
@@ -371,7 +377,7 @@ def test_hostile_model_query_is_rejected(server):
             if name == "empty":
                 continue  # ?model= : no model filter
             if len(quote(value)) > GUNICORN_LINE_LIMIT:
-                continue  # see the xfail above
+                continue  # see the gunicorn limits test
             answer = server.get("/v1/customers/c1/ai-usage", params={"model": value})
             problem = assert_problem(answer, 400)
             assert problem["errors"][0]["loc"][0] == "query", (name, problem)
@@ -454,7 +460,7 @@ def test_wrong_content_types_are_415(server):
 # ------------------------------------------------------------------ oversize
 
 def fresh_request(server, method: str, path: str, **kwargs):
-    """A request on a new connection (see the keep-alive xfail below)."""
+    """A request on a new connection (see test_the_connection_survives_a_413)."""
     with requests.Session() as session:
         session.trust_env = False
         headers = {"Authorization": f"Bearer {server.admin_key}"} | kwargs.pop("headers", {})

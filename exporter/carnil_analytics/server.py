@@ -17,11 +17,14 @@ import threading
 from collections.abc import Callable
 
 from flask import Flask
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from .api import create_app
 from .api.auth import KeyRing
 from .api.logs import JsonLineFormatter
+from .api.problems import PROBLEM_JSON, Problem
 from .config import Settings
 from .influx.shipper import Shipper
 from .influx.writers import make_writer
@@ -41,6 +44,64 @@ class _Gunicorn(BaseApplication):
 
     def load(self) -> Flask:
         return self._app_factory()
+
+
+class ProblemWorker(ThreadWorker):
+    """Gunicorn's threaded worker, whose own refusals are problem documents like the app's.
+
+    Gunicorn answers what it refuses before the app sees it — a request line over
+    ``limit_request_line`` (414), a header field over ``limit_request_field_size`` (431), HTTP
+    it cannot parse (400) — with an HTML page. Gunicorn still chooses the status and logs the
+    refusal; only the page it writes is replaced.
+    """
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        page = _CapturedWrite(client)
+        super().handle_error(req, page, addr, exc)
+        status, reason = page.status_line()
+        problem = Problem(status, reason.lower().replace(" ", "-"), reason,
+                          self._detail(status, reason))
+        body = problem.document().encode()
+        head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+                f"Content-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n\r\n")
+        try:
+            util.write_nonblock(client, head.encode("latin-1") + body)
+        except Exception:  # the client is gone: nobody to tell, as in gunicorn's own
+            self.log.debug("Failed to send error message.")
+
+    def _detail(self, status: int, reason: str) -> str:
+        if status == 414:
+            return f"the request line is longer than {self.cfg.limit_request_line} bytes"
+        if status == 431:
+            return (f"a request header field is longer than "
+                    f"{self.cfg.limit_request_field_size} bytes, or there are more than "
+                    f"{self.cfg.limit_request_fields} of them")
+        if status == 400:
+            return "the request is not valid HTTP"
+        return reason
+
+
+class _CapturedWrite:
+    """Stands in for the client socket while gunicorn writes its error page, and keeps it."""
+
+    def __init__(self, client):
+        self._client, self._written = client, b""
+
+    def sendall(self, data: bytes) -> None:
+        self._written += data
+
+    def setblocking(self, _flag) -> None:
+        pass  # the page is kept, not sent
+
+    def status_line(self) -> tuple[int, str]:
+        """The status and reason of the page written (500 if none was)."""
+        first = self._written.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        if len(first) == 3 and first[1].isdigit():
+            return int(first[1]), first[2]
+        return 500, "Internal Server Error"
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)  # gettimeout, fileno ... of the real socket
 
 
 def run_shipper(settings: Settings) -> None:
@@ -107,7 +168,7 @@ def serve(settings: Settings, app_factory: Callable[[], Flask] | None = None) ->
         else f"{server.host}:{server.port}",
         "workers": server.workers,
         "threads": server.threads,
-        "worker_class": "gthread",
+        "worker_class": ProblemWorker,
         "graceful_timeout": max(1, round(server.graceful_timeout_seconds)),
         "timeout": max(30, round(server.graceful_timeout_seconds) + 5),
         "accesslog": None,  # the app logs one structured line per request

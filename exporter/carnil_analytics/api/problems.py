@@ -43,14 +43,18 @@ class Problem(Exception):
         self.status, self.slug, self.title, self.detail = status, slug, title, detail
         self.errors, self.headers, self.index = errors, headers or {}, index
 
-    def response(self) -> Response:
+    def document(self) -> str:
+        """The problem document, as JSON text."""
         body = {"type": PROBLEM_TYPE_BASE + self.slug, "title": self.title,
                 "status": self.status, "detail": self.detail}
         if self.errors is not None:
             body["errors"] = [e.as_dict() for e in self.errors]
         if self.index is not None:  # the event of a batch that was refused
             body["index"] = self.index
-        return Response(json.dumps(body), status=self.status, mimetype=PROBLEM_JSON,
+        return json.dumps(body)
+
+    def response(self) -> Response:
+        return Response(self.document(), status=self.status, mimetype=PROBLEM_JSON,
                         headers=self.headers)
 
 
