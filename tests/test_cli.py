@@ -50,3 +50,15 @@ def test_a_bad_config_fails_with_the_key_and_reason(tmp_path):
     done = run_cli("check-config", cwd=tmp_path, env={"CARNIL_SERVER_PORT": "http"})
     assert done.returncode == 2
     assert "server.port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_database_url_fails_with_the_key_and_reason(tmp_path):
+    done = run_cli("check-config", cwd=tmp_path,
+                   env={"CARNIL_DATABASE_URL": "postgresql//carnil:s3cret@db:5432/carnil"})
+    assert done.returncode == 2, done.stdout
+    assert "database.url: not a database URL" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    copied = run_cli("store", "copy", "--to", "carnil.db", cwd=tmp_path)
+    assert copied.returncode == 2, copied.stdout
+    assert "--to: not a database URL" in copied.stderr and "Traceback" not in copied.stderr
+    assert not list(tmp_path.iterdir())  # refused before the source store was opened

@@ -73,6 +73,9 @@ def test_config_path_from_environment(config_file):
     ({"CARNIL_PRICING_CURRENCY": "euro"}, "pricing.currency"),
     ({"CARNIL_PRICING_FEATURES": "{bad id: {unit_price: 1}}"}, "pricing.features.bad id"),
     ({"CARNIL_PRICING_MODELS": "{m: {per_1k: -1}}"}, "pricing.models.m.per_1k"),
+    ({"CARNIL_DATABASE_URL": "carnil.db"}, "database.url: not a database URL such as sqlite"),
+    ({"CARNIL_DATABASE_TRANSACTION_POOLING": "true"},
+     "database.transaction_pooling: only for a PostgreSQL URL"),
 ])
 def test_bad_values_fail_with_the_key_and_the_reason(source, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

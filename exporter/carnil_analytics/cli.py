@@ -165,14 +165,14 @@ def _influx_backfill(settings: Settings, args: argparse.Namespace) -> int:
 def _store_copy(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from .config import DatabaseSettings
     from .store.copy import copy_store
     from .store.database import Database
 
+    target_settings = settings.database.for_store(args.to, "--to")
     source = Database(settings.database)
     target = None
     try:
-        target = Database(DatabaseSettings(**{**settings.database.model_dump(), "url": args.to}))
+        target = Database(target_settings)
         copied = copy_store(source, target,
                             lambda table, rows: print(f"  {table:20} {rows:>12,} rows"))
     finally:

@@ -51,14 +51,8 @@ class Database:
     """The store's engine, with read and write transactions."""
 
     def __init__(self, settings: DatabaseSettings):
-        try:
-            url = make_url(settings.url.get_secret_value())
-        except ArgumentError:
-            raise ConfigError("database.url: not a database URL such as "
-                              "sqlite:///carnil.db") from None
+        url = make_url(settings.url.get_secret_value())  # parsed already by the settings
         self.dialect = url.get_backend_name()
-        if settings.transaction_pooling and self.dialect != "postgresql":
-            raise ConfigError("database.transaction_pooling: only for a PostgreSQL URL")
         self._writers = _WriterQueue(url, settings.busy_timeout_seconds) \
             if self.dialect == "sqlite" else None
         try:
