@@ -27,6 +27,7 @@ from carnil_analytics.influx.shipper import Shipper
 from carnil_analytics.store.schema import events
 
 from helpers import ListWriter, count_rows
+from postgres_server import PgBouncer
 
 THREADS, ROUNDS = 8, 40
 
@@ -106,3 +107,22 @@ def test_transaction_pooling_is_refused_for_sqlite(tmp_path):
     with pytest.raises(ConfigError, match="database.transaction_pooling: only for a PostgreSQL"):
         UsageTracker({"database": {"url": f"sqlite:///{tmp_path / 'c.db'}",
                                    "transaction_pooling": True}})
+
+
+def test_write_transactions_through_pgbouncer_wait_for_locks_a_bounded_time(postgres,
+                                                                            pgbouncer):
+    """The lock timeout cannot be a startup option behind PgBouncer; each write transaction
+    sets it for itself, so it holds on whichever server session the transaction gets."""
+    database = postgres.new_database()
+    tracker = UsageTracker({"database": {"url": pgbouncer.url(database),
+                                         "transaction_pooling": True,
+                                         "busy_timeout_seconds": 2.5}})
+    try:
+        for _ in range(3 * PgBouncer.POOL_SIZE):
+            with tracker.db.writing() as conn:
+                assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "2500ms"
+        with tracker.db.reading() as conn:  # and it does not leak onto the pooled sessions
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+    finally:
+        tracker.close()
+        postgres.drop_database(database)

@@ -202,16 +202,18 @@ def _sqlite_engine(url: URL, settings: DatabaseSettings) -> Engine:
 
 def _server_engine(url: URL, settings: DatabaseSettings) -> Engine:
     """A client-server store (PostgreSQL): a pool sized for a worker's threads."""
+    pool = {"pool_size": 8, "max_overflow": 16, "pool_pre_ping": True}
+    if url.get_backend_name() != "postgresql":
+        return create_engine(url, **pool)
     lock_ms = int(settings.busy_timeout_seconds * 1000)
     if not settings.transaction_pooling:
-        return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True,
+        return create_engine(url, **pool,
                              connect_args={"options": f"-c lock_timeout={lock_ms}"})
     # Behind a pooler in transaction mode each transaction may run on another server session,
     # so nothing may be left on one: no server-side prepared statements (psycopg prepares a
     # statement run five times on a connection), no startup options (PgBouncer refuses them);
     # the lock timeout is set in each write transaction instead.
-    engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True,
-                           connect_args={"prepare_threshold": None})
+    engine = create_engine(url, **pool, connect_args={"prepare_threshold": None})
     set_lock_timeout = f"SET LOCAL lock_timeout = {lock_ms}"
 
     @event.listens_for(engine, "begin")
