@@ -129,18 +129,13 @@ class PostgresServer:
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            # SIGINT is PostgreSQL's "fast shutdown": roll back sessions and stop. It goes to
-            # the postmaster itself (runuser, in between as root, does not pass it on).
-            pid_file = self.base / "data" / "postmaster.pid"
-            with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        if self.process is None:
+            return
+        # SIGINT is PostgreSQL's "fast shutdown": roll back sessions and stop. It goes to
+        # the postmaster itself (runuser, in between as root, does not pass it on).
+        pid_file = self.base / "data" / "postmaster.pid"
+        shut_down(self.process, lambda: os.kill(int(pid_file.read_text().split()[0]),
+                                                signal.SIGINT), timeout=15)
 
     def close(self) -> None:
         self.stop()
@@ -185,14 +180,24 @@ class PgBouncer:
         return f"postgresql+psycopg://{USER}@{HOST}:{self.port}/{database}"
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)  # SIGINT: safe shutdown
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        # SIGINT is PgBouncer's safe shutdown.
+        shut_down(self.process, lambda: os.killpg(self.process.pid, signal.SIGINT), timeout=10)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def shut_down(process: subprocess.Popen, ask: Callable[[], None], timeout: float) -> None:
+    """Stop a server that is still running: ``ask`` it to, then kill its process group if it
+    has not exited within ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # gone already, or no pid file yet
+        ask()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def wait_accepting(name: str, port: int, process: subprocess.Popen, log: Path,

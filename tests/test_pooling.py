@@ -33,9 +33,16 @@ THREADS, ROUNDS = 8, 40
 
 
 @pytest.fixture
-def pooled(postgres, pgbouncer, clock):
-    """A factory of trackers on one fresh database, reached through PgBouncer."""
-    database = postgres.new_database()
+def database(postgres):
+    """A fresh database of the session's PostgreSQL, dropped after the test."""
+    name = postgres.new_database()
+    yield name
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def pooled(database, pgbouncer, clock):
+    """A factory of trackers on the test's database, reached through PgBouncer."""
     made = []
 
     def make() -> UsageTracker:
@@ -46,7 +53,6 @@ def pooled(postgres, pgbouncer, clock):
     yield make
     for tracker in made:
         tracker.close()
-    postgres.drop_database(database)
 
 
 def test_every_operation_through_pgbouncer_comes_out_exact(pooled):
@@ -94,13 +100,9 @@ def test_every_operation_through_pgbouncer_comes_out_exact(pooled):
     assert sum(",customer=batch," in line for line in writer.lines) == ROUNDS * 3
 
 
-def test_a_pgbouncer_url_without_transaction_pooling_names_the_setting(postgres, pgbouncer):
-    database = postgres.new_database()
-    try:
-        with pytest.raises(StorageUnavailable, match="database.transaction_pooling"):
-            UsageTracker({"database": {"url": pgbouncer.url(database)}})
-    finally:
-        postgres.drop_database(database)
+def test_a_pgbouncer_url_without_transaction_pooling_names_the_setting(database, pgbouncer):
+    with pytest.raises(StorageUnavailable, match="database.transaction_pooling"):
+        UsageTracker({"database": {"url": pgbouncer.url(database)}})
 
 
 def test_transaction_pooling_is_refused_for_sqlite(tmp_path):
@@ -109,20 +111,15 @@ def test_transaction_pooling_is_refused_for_sqlite(tmp_path):
                                    "transaction_pooling": True}})
 
 
-def test_write_transactions_through_pgbouncer_wait_for_locks_a_bounded_time(postgres,
+def test_write_transactions_through_pgbouncer_wait_for_locks_a_bounded_time(database,
                                                                             pgbouncer):
     """The lock timeout cannot be a startup option behind PgBouncer; each write transaction
     sets it for itself, so it holds on whichever server session the transaction gets."""
-    database = postgres.new_database()
-    tracker = UsageTracker({"database": {"url": pgbouncer.url(database),
-                                         "transaction_pooling": True,
-                                         "busy_timeout_seconds": 2.5}})
-    try:
+    with UsageTracker({"database": {"url": pgbouncer.url(database),
+                                    "transaction_pooling": True,
+                                    "busy_timeout_seconds": 2.5}}) as tracker:
         for _ in range(3 * PgBouncer.POOL_SIZE):
             with tracker.db.writing() as conn:
                 assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "2500ms"
         with tracker.db.reading() as conn:  # and it does not leak onto the pooled sessions
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
-    finally:
-        tracker.close()
-        postgres.drop_database(database)

@@ -163,8 +163,6 @@ def _influx_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _store_copy(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy.engine import make_url
-
     from .store.copy import copy_store
     from .store.database import Database
 
@@ -179,8 +177,7 @@ def _store_copy(settings: Settings, args: argparse.Namespace) -> int:
         source.close()
         if target is not None:
             target.close()
-    shown = make_url(args.to).render_as_string(hide_password=True)
-    print(f"copied {sum(copied.values()):,} rows into {shown}")
+    print(f"copied {sum(copied.values()):,} rows into {target_settings.shown_url()}")
     return 0
 
 

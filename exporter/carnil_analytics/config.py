@@ -41,17 +41,25 @@ class DatabaseSettings(_Section):
     # server-side prepared statements: single events are about 0.6× as fast.
     transaction_pooling: bool = False
 
+    @property
+    def backend(self) -> str:
+        """The kind of store: "sqlite" or "postgresql"."""
+        return _backend(self.url)
+
+    def shown_url(self) -> str:
+        """The URL with its password hidden: useful to see (which file, which host?)."""
+        return make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
+
     def for_store(self, url: str, name: str) -> DatabaseSettings:
         """These settings for another store, at ``url`` (given as ``name``); transaction
         pooling is kept only for a PostgreSQL one. ``ConfigError`` if it is no database URL."""
         try:
-            backend = make_url(url).get_backend_name()
-        except ArgumentError:
-            raise ConfigError(f"{name}: not a database URL such as sqlite:///carnil.db"
-                              ) from None
-        return DatabaseSettings(**{**self.model_dump(), "url": url,
-                                   "transaction_pooling": self.transaction_pooling
-                                   and backend == "postgresql"})
+            target = DatabaseSettings(**{**self.model_dump(), "url": url,
+                                         "transaction_pooling": False})
+        except PydanticValidationError as exc:
+            raise ConfigError(f"{name}: {exc.errors()[0]['msg']}") from None
+        return target.model_copy(update={
+            "transaction_pooling": self.transaction_pooling and target.backend == "postgresql"})
 
     @field_validator("url")
     @classmethod
@@ -67,10 +75,13 @@ class DatabaseSettings(_Section):
     @classmethod
     def _only_for_postgresql(cls, pooling: bool, info: ValidationInfo) -> bool:
         url = info.data.get("url")  # absent when the URL itself was refused
-        if pooling and url is not None and \
-                make_url(url.get_secret_value()).get_backend_name() != "postgresql":
+        if pooling and url is not None and _backend(url) != "postgresql":
             raise PydanticCustomError("postgresql_only", "only for a PostgreSQL URL")
         return pooling
+
+
+def _backend(url: SecretStr) -> str:
+    return make_url(url.get_secret_value()).get_backend_name()
 
 
 class ServerSettings(_Section):
@@ -186,9 +197,7 @@ class Settings(_Section):
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, every secret replaced by ``'***'``."""
         data = _mask(self.model_dump(mode="python"))
-        # The database URL is useful to see (which file?); only its password is secret.
-        url = make_url(self.database.url.get_secret_value())
-        data["database"]["url"] = url.render_as_string(hide_password=True)
+        data["database"]["url"] = self.database.shown_url()  # only its password is secret
         return data
 
 
